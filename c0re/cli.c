@@ -1,0 +1,443 @@
+/* CLI verb table, socket path resolution, and human output. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "cli.h"
+#include "client.h"
+#include "config.h"
+#include "daemon.h"
+#include "hive-config.h"
+#include "proto.h"
+
+#define DEFAULT_SOCKET "/run/hyperhive/host.sock"
+#define DEV_SOCKET     "./.hive/run/host.sock"
+
+typedef struct CliCtx {
+        const char *socket;
+        bool json;
+        int timeout_ms;
+} CliCtx;
+
+typedef struct CliVerb {
+        const char *name;
+        int min_args, max_args;
+        const char *args;
+        const char *help;
+        int (*run)(CliCtx *ctx, int argc, char **argv);
+} CliVerb;
+
+static int cli_help(CliCtx *ctx, int argc, char **argv);
+
+/* Sends req, prints errors, and hands a successful response to *ret.  Returns an exit code. */
+static int cli_call(CliCtx *ctx, json_t *req, json_t **ret)
+{
+        json_t *resp = NULL;
+        int r = client_request(ctx->socket, req, ctx->timeout_ms, &resp);
+        switch (r) {
+        case 0:
+                break;
+        case -ENOENT:
+                fprintf(stderr,
+                        "hive-c0re: the daemon is not running: there is no socket at %s.\n"
+                        "Start it with `hive-c0re serve` (or `hive-c0re serve --dev`), or point "
+                        "--socket or $HIVE_SOCKET at the right path.\n",
+                        ctx->socket);
+                return CLI_EXIT_UNREACHABLE;
+        case -ECONNREFUSED:
+                fprintf(stderr,
+                        "hive-c0re: nothing is listening on %s (a stale socket file: the daemon "
+                        "stopped or crashed). Start it with `hive-c0re serve`.\n",
+                        ctx->socket);
+                return CLI_EXIT_UNREACHABLE;
+        case -EACCES:
+        case -EPERM:
+                fprintf(stderr,
+                        "hive-c0re: permission denied on %s. host.sock is for root and the "
+                        "hive-admin group: add your user to hive-admin (then log in again) or "
+                        "run as root.\n",
+                        ctx->socket);
+                return CLI_EXIT_DENIED;
+        case -ETIMEDOUT:
+                fprintf(stderr, "hive-c0re: the daemon at %s did not answer within %d s.\n",
+                        ctx->socket, ctx->timeout_ms / 1000);
+                return CLI_EXIT_UNREACHABLE;
+        case -ENAMETOOLONG:
+                fprintf(stderr, "hive-c0re: the socket path %s is too long for a unix socket.\n",
+                        ctx->socket);
+                return CLI_EXIT_USAGE;
+        case -ECONNRESET:
+                fprintf(stderr,
+                        "hive-c0re: the daemon at %s closed the connection without an "
+                        "answer.\n",
+                        ctx->socket);
+                return CLI_EXIT_PROTOCOL;
+        case -EBADMSG:
+        case -EMSGSIZE:
+                fprintf(stderr,
+                        "hive-c0re: the daemon at %s sent an answer that is not a JSON "
+                        "object line.\n",
+                        ctx->socket);
+                return CLI_EXIT_PROTOCOL;
+        default:
+                fprintf(stderr, "hive-c0re: talking to %s failed: %s\n", ctx->socket, strerror(-r));
+                return CLI_EXIT_UNREACHABLE;
+        }
+
+        if (ctx->json) {
+                _cleanup_free_ char *line = proto_dump_line(resp, NULL);
+                fputs(line ? line : "", stdout);
+        }
+        const char *error = NULL, *code = NULL;
+        r = proto_response_check(resp, &error, &code);
+        if (r == -EPROTONOSUPPORT) {
+                fprintf(stderr,
+                        "hive-c0re: the daemon speaks another protocol version than "
+                        "this client (%d); use matching versions.\n",
+                        HIVE_PROTOCOL_VERSION);
+                json_decref(resp);
+                return CLI_EXIT_PROTOCOL;
+        }
+        if (r < 0) {
+                fprintf(stderr, "hive-c0re: the daemon's answer has no valid \"ok\" key.\n");
+                json_decref(resp);
+                return CLI_EXIT_PROTOCOL;
+        }
+        if (r == 0) {
+                if (!ctx->json)
+                        fprintf(stderr, "hive-c0re: %s%s%s%s\n", error, code ? " (" : "",
+                                code ? code : "", code ? ")" : "");
+                json_decref(resp);
+                return CLI_EXIT_REFUSED;
+        }
+        *ret = resp;
+        return CLI_EXIT_OK;
+}
+
+/* Runs a verb whose request is just {"cmd": cmd}; hands the response to print. */
+static int cli_simple(CliCtx *ctx, const char *cmd, int (*print)(json_t *resp))
+{
+        _cleanup_json_ json_t *req = json_pack("{s:s}", "cmd", cmd);
+        _cleanup_json_ json_t *resp = NULL;
+        int ex = cli_call(ctx, req, &resp);
+        if (ex != CLI_EXIT_OK || ctx->json)
+                return ex;
+        return print(resp);
+}
+
+static int print_list(json_t *resp)
+{
+        json_t *a = json_object_get(resp, "agents");
+        if (!json_is_array(a)) {
+                fprintf(stderr, "hive-c0re: the answer has no \"agents\" list.\n");
+                return CLI_EXIT_PROTOCOL;
+        }
+        if (json_array_size(a) == 0)
+                fprintf(stderr, "no agents\n");
+        size_t i;
+        json_t *v;
+        json_array_foreach(a, i, v) if (json_is_string(v)) puts(json_string_value(v));
+        return CLI_EXIT_OK;
+}
+
+static int cli_list(CliCtx *ctx, int argc, char **argv)
+{
+        return cli_simple(ctx, "list", print_list);
+}
+
+static const char *row_state(const AgentStatusRow *r)
+{
+        /* The display precedence desktop clients use: failed > login > paused > stopped. */
+        if (r->failed)
+                return "failed";
+        if (r->needs_login)
+                return "needs-login";
+        if (r->paused)
+                return "paused";
+        return r->running ? "running" : "stopped";
+}
+
+static int print_status(json_t *resp)
+{
+        json_t *a = json_object_get(resp, "agent_statuses");
+        if (!json_is_array(a)) {
+                fprintf(stderr, "hive-c0re: the answer has no \"agent_statuses\" list.\n");
+                return CLI_EXIT_PROTOCOL;
+        }
+        if (json_array_size(a) == 0) {
+                fprintf(stderr, "no agents\n");
+                return CLI_EXIT_OK;
+        }
+        printf("%-10s %-12s %-12s %-18s %s\n", "NAME", "STATE", "DEPLOYED", "MODEL", "STATUS");
+        size_t i;
+        json_t *v;
+        json_array_foreach(a, i, v)
+        {
+                AgentStatusRow r;
+                if (proto_agent_status_row_decode(v, &r) < 0) {
+                        fprintf(stderr, "hive-c0re: skipping a malformed status row.\n");
+                        continue;
+                }
+                char state[64];
+                snprintf(state, sizeof(state), "%s%s", row_state(&r),
+                         r.needs_update ? "+update" : "");
+                printf("%-10s %-12s %-12s %-18s %s\n", r.name, state,
+                       r.deployed_sha ? r.deployed_sha : "-", r.active_model ? r.active_model : "-",
+                       r.status_text ? r.status_text : "");
+                agent_status_row_done(&r);
+        }
+        return CLI_EXIT_OK;
+}
+
+static int cli_status(CliCtx *ctx, int argc, char **argv)
+{
+        return cli_simple(ctx, "agent_status", print_status);
+}
+
+static int print_urls(json_t *resp)
+{
+        HiveUrls u;
+        if (proto_urls_decode(json_object_get(resp, "urls"), &u) < 0) {
+                fprintf(stderr, "hive-c0re: the answer has no valid \"urls\" object.\n");
+                return CLI_EXIT_PROTOCOL;
+        }
+        const struct {
+                const char *k, *v;
+        } rows[] = {
+                {"domain", u.domain}, {"home", u.home}, {"forge", u.forge}, {"matrix", u.matrix}};
+        bool any = false;
+        for (size_t i = 0; i < ELEMENTSOF(rows); i++)
+                if (rows[i].v) {
+                        printf("%-7s %s\n", rows[i].k, rows[i].v);
+                        any = true;
+                }
+        if (!any)
+                fprintf(stderr, "no URLs configured (see hive-c0re serve --domain, --home-url, "
+                                "--forge-url, --matrix-url)\n");
+        hive_urls_done(&u);
+        return CLI_EXIT_OK;
+}
+
+static int cli_urls(CliCtx *ctx, int argc, char **argv)
+{
+        return cli_simple(ctx, "urls", print_urls);
+}
+
+static int print_version(json_t *resp)
+{
+        const char *dv = json_string_value(json_object_get(resp, "daemon_version"));
+        const char *be = json_string_value(json_object_get(resp, "backend"));
+        printf("daemon: hive-c0re %s, protocol %lld, backend %s\n", dv ? dv : "?",
+               (long long)json_integer_value(json_object_get(resp, "protocol_version")),
+               be ? be : "?");
+        json_t *a = json_object_get(resp, "backends");
+        printf("available backends:");
+        size_t i;
+        json_t *v;
+        json_array_foreach(a, i, v) printf(" %s", json_string_value(v));
+        putchar('\n');
+        return CLI_EXIT_OK;
+}
+
+static int cli_version(CliCtx *ctx, int argc, char **argv)
+{
+        if (!ctx->json)
+                printf("client: hive-c0re %s, protocol %d\n", HIVE_VERSION, HIVE_PROTOCOL_VERSION);
+        return cli_simple(ctx, "version", print_version);
+}
+
+static int cli_set_paused(CliCtx *ctx, const char *name, bool paused)
+{
+        _cleanup_json_ json_t *req =
+                json_pack("{s:s, s:s, s:b}", "cmd", "set_paused", "name", name, "paused", paused);
+        _cleanup_json_ json_t *resp = NULL;
+        int ex = cli_call(ctx, req, &resp);
+        if (ex == CLI_EXIT_OK && !ctx->json)
+                printf("%s %s\n", name, paused ? "paused" : "unpaused");
+        return ex;
+}
+
+static int cli_pause(CliCtx *ctx, int argc, char **argv)
+{
+        return cli_set_paused(ctx, argv[1], true);
+}
+
+static int cli_unpause(CliCtx *ctx, int argc, char **argv)
+{
+        return cli_set_paused(ctx, argv[1], false);
+}
+
+static int cli_serve(CliCtx *ctx, int argc, char **argv)
+{
+        HiveConfig cfg;
+        int r = config_parse(&cfg, argc, argv);
+        if (r == 0)
+                r = config_finalize(&cfg);
+        if (r > 0) {
+                config_done(&cfg);
+                return CLI_EXIT_OK;
+        }
+        if (r < 0) {
+                config_done(&cfg);
+                return CLI_EXIT_USAGE;
+        }
+        if (cfg.check_config) {
+                config_dump(&cfg, stdout);
+                config_done(&cfg);
+                return CLI_EXIT_OK;
+        }
+        r = daemon_run(&cfg);
+        config_done(&cfg);
+        return r < 0 ? 1 : 0;
+}
+
+static const CliVerb verbs[] = {
+        {"serve", 0, -1, "[OPTION]...", "run the daemon (see hive-c0re serve --help)", cli_serve},
+        {"list", 0, 0, "", "list the managed agents", cli_list},
+        {"status", 0, 0, "", "show every agent's state (agent_status)", cli_status},
+        {"urls", 0, 0, "", "show the hive's domain and browser URLs", cli_urls},
+        {"version", 0, 0, "", "show client and daemon versions and backends", cli_version},
+        {"pause", 1, 1, "NAME", "park an agent's turn loop", cli_pause},
+        {"unpause", 1, 1, "NAME", "let a paused agent take turns again", cli_unpause},
+        {"help", 0, 1, "[VERB]", "show this help, or one verb's", cli_help},
+};
+
+static const CliVerb *find_verb(const char *name)
+{
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
+                if (strcmp(verbs[i].name, name) == 0)
+                        return &verbs[i];
+        return NULL;
+}
+
+static void usage(FILE *f)
+{
+        fprintf(f, "Usage: hive-c0re [--socket PATH] [--json] [--dev] [--timeout SECONDS] VERB "
+                   "[ARG]...\n\nVerbs:\n");
+        for (size_t i = 0; i < ELEMENTSOF(verbs); i++) {
+                char left[64];
+                snprintf(left, sizeof(left), "%s %s", verbs[i].name, verbs[i].args);
+                fprintf(f, "  %-22s %s\n", left, verbs[i].help);
+        }
+        fprintf(f, "\nOptions:\n"
+                   "  --socket PATH          host.sock to talk to (default: $HIVE_SOCKET, "
+                   "else " DEV_SOCKET " with --dev, else " DEFAULT_SOCKET ")\n"
+                   "  --json                 print the daemon's raw JSON answer\n"
+                   "  --dev                  talk to the development daemon in ./.hive\n"
+                   "  --timeout SECONDS      how long to wait for an answer (default 30)\n"
+                   "\nExit codes: 0 ok, 1 refused by the daemon, 2 usage, 3 daemon not running, "
+                   "4 permission denied, 5 protocol error.\n");
+}
+
+static int cli_help(CliCtx *ctx, int argc, char **argv)
+{
+        if (argc > 1) {
+                const CliVerb *v = find_verb(argv[1]);
+                if (!v) {
+                        fprintf(stderr, "hive-c0re: unknown verb \"%s\"\n", argv[1]);
+                        return CLI_EXIT_USAGE;
+                }
+                if (strcmp(v->name, "serve") == 0) {
+                        config_print_help(stdout);
+                        return CLI_EXIT_OK;
+                }
+                printf("Usage: hive-c0re %s %s\n\n%s\n", v->name, v->args, v->help);
+                return CLI_EXIT_OK;
+        }
+        usage(stdout);
+        return CLI_EXIT_OK;
+}
+
+int cli_main(int argc, char **argv)
+{
+        CliCtx ctx = {.timeout_ms = 30000};
+        const char *socket = NULL;
+        bool dev = false;
+
+        /* Global options stand before the verb; `serve` parses its own. */
+        int i = 1;
+        for (; i < argc && argv[i][0] == '-'; i++) {
+                const char *a = argv[i];
+                if (strcmp(a, "--json") == 0)
+                        ctx.json = true;
+                else if (strcmp(a, "--dev") == 0)
+                        dev = true;
+                else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+                        usage(stdout);
+                        return CLI_EXIT_OK;
+                } else if (strcmp(a, "--version") == 0) {
+                        printf("hive-c0re %s (protocol %d)\n", HIVE_VERSION, HIVE_PROTOCOL_VERSION);
+                        return CLI_EXIT_OK;
+                } else if (strcmp(a, "--socket") == 0 || strcmp(a, "--timeout") == 0) {
+                        if (i + 1 >= argc) {
+                                fprintf(stderr, "hive-c0re: %s needs a value\n", a);
+                                return CLI_EXIT_USAGE;
+                        }
+                        const char *val = argv[++i];
+                        if (strcmp(a, "--socket") == 0)
+                                socket = val;
+                        else {
+                                char *end = NULL;
+                                long t = strtol(val, &end, 10);
+                                if (!end || *end || t < 1 || t > 86400) {
+                                        fprintf(stderr,
+                                                "hive-c0re: --timeout \"%s\" is not a number of "
+                                                "seconds from 1 to 86400\n",
+                                                val);
+                                        return CLI_EXIT_USAGE;
+                                }
+                                ctx.timeout_ms = (int)t * 1000;
+                        }
+                } else {
+                        fprintf(stderr, "hive-c0re: unknown option %s (see hive-c0re --help)\n", a);
+                        return CLI_EXIT_USAGE;
+                }
+        }
+        if (i >= argc) {
+                usage(stderr);
+                return CLI_EXIT_USAGE;
+        }
+        const CliVerb *v = find_verb(argv[i]);
+        if (!v) {
+                fprintf(stderr, "hive-c0re: unknown verb \"%s\" (see hive-c0re --help)\n", argv[i]);
+                return CLI_EXIT_USAGE;
+        }
+        int vargc = argc - i;
+        char **vargv = argv + i;
+
+        if (strcmp(v->name, "serve") != 0) {
+                /* Options may also follow the verb for client verbs. */
+                int out = 1;
+                for (int k = 1; k < vargc; k++) {
+                        if (strcmp(vargv[k], "--json") == 0)
+                                ctx.json = true;
+                        else if (strcmp(vargv[k], "--dev") == 0)
+                                dev = true;
+                        else if (strcmp(vargv[k], "--socket") == 0 && k + 1 < vargc)
+                                socket = vargv[++k];
+                        else if (vargv[k][0] == '-' && vargv[k][1]) {
+                                fprintf(stderr, "hive-c0re %s: unknown option %s\n", v->name,
+                                        vargv[k]);
+                                return CLI_EXIT_USAGE;
+                        } else
+                                vargv[out++] = vargv[k];
+                }
+                vargc = out;
+                int nargs = vargc - 1;
+                if (nargs < v->min_args || (v->max_args >= 0 && nargs > v->max_args)) {
+                        fprintf(stderr, "hive-c0re: usage: hive-c0re %s %s\n", v->name, v->args);
+                        return CLI_EXIT_USAGE;
+                }
+        }
+
+        if (!socket)
+                socket = getenv("HIVE_SOCKET");
+        if (!socket || !*socket)
+                socket = dev ? DEV_SOCKET : DEFAULT_SOCKET;
+        ctx.socket = socket;
+        return v->run(&ctx, vargc, vargv);
+}

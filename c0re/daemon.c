@@ -1,0 +1,215 @@
+/* Daemon start-up and shutdown: directories, the single-instance lock, the store, host.sock,
+ * signals and readiness. */
+#define LOG_SUBSYSTEM "daemon"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "cleanup.h"
+#include "client.h"
+#include "daemon.h"
+#include "fsutil.h"
+#include "hive-config.h"
+#include "host_verbs.h"
+#include "log.h"
+
+#define ADMIN_GROUP "hive-admin"
+
+static bool host_peer_allowed(uid_t uid, gid_t gid, void *userdata)
+{
+        Daemon *d = userdata;
+        if (uid == 0 || uid == geteuid())
+                return true;
+        if (d->admin_gid == (gid_t)-1)
+                return false;
+        if (gid == d->admin_gid)
+                return true;
+        struct passwd *pw = getpwuid(uid);
+        if (!pw)
+                return false;
+        gid_t groups[256];
+        int n = (int)ELEMENTSOF(groups);
+        if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
+                return false;
+        for (int i = 0; i < n; i++)
+                if (groups[i] == d->admin_gid)
+                        return true;
+        return false;
+}
+
+static void on_signal(LoopSource *s, int fd, uint32_t events, void *userdata)
+{
+        Daemon *d = userdata;
+        struct signalfd_siginfo si;
+        if (read(fd, &si, sizeof(si)) != sizeof(si))
+                return;
+        log_info("received %s, shutting down", strsignal((int)si.ssi_signo));
+        loop_quit(d->loop);
+}
+
+/* Takes <run>/hive-c0re.lock.  -EADDRINUSE (logged) when another daemon holds it. */
+static int take_lock(Daemon *d)
+{
+        _cleanup_free_ char *path = NULL;
+        if (asprintf(&path, "%s/hive-c0re.lock", d->cfg->run_dir) < 0)
+                return -ENOMEM;
+        _cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0)
+                return log_error_errno(-errno, "cannot open %s: %m", path);
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                char buf[32] = "";
+                ssize_t k = pread(fd, buf, sizeof(buf) - 1, 0);
+                long pid = k > 0 ? strtol(buf, NULL, 10) : 0;
+                _cleanup_free_ char *sock = config_host_socket(d->cfg);
+                if (pid > 0)
+                        return log_error_errno(-EADDRINUSE,
+                                               "another hive-c0re (pid %ld) is already serving "
+                                               "%s; stop it first",
+                                               pid, sock ? sock : d->cfg->run_dir);
+                return log_error_errno(-EADDRINUSE,
+                                       "another hive-c0re is already serving %s; stop it first",
+                                       sock ? sock : d->cfg->run_dir);
+        }
+        char buf[32];
+        int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+        if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)n, 0) != n)
+                log_warning_errno(-errno, "cannot write the pid to %s: %m", path);
+        d->lock_fd = TAKE_FD(fd);
+        return 0;
+}
+
+/* The socket path must be free: refuse if something answers there, remove a stale file. */
+static int clear_socket_path(const char *path)
+{
+        int fd = -1;
+        int r = client_connect(path, &fd);
+        if (r == 0) {
+                close(fd);
+                return log_error_errno(-EADDRINUSE,
+                                       "something is already listening on %s; stop it first", path);
+        }
+        if (r == -ENOENT)
+                return 0;
+        if (r == -ECONNREFUSED) {
+                log_info("removing stale socket %s", path);
+                if (unlink(path) < 0 && errno != ENOENT)
+                        return log_error_errno(-errno, "cannot remove stale socket %s: %m", path);
+                return 0;
+        }
+        return log_error_errno(r, "cannot check %s: %m", path);
+}
+
+static int daemon_start(Daemon *d)
+{
+        HiveConfig *c = d->cfg;
+        int r = backend_pick(c->backend, c->dev, &d->backend, &d->backend_reason);
+        if (r < 0)
+                return log_error_errno(r, "backend %s cannot run here: %s", c->backend,
+                                       d->backend_reason);
+        log_info("backend %s: %s", d->backend, d->backend_reason);
+
+        r = fsutil_mkdir_p(c->state_dir, 0750);
+        if (r < 0)
+                return log_error_errno(r, "cannot create the state directory %s: %m", c->state_dir);
+        r = fsutil_mkdir_p(c->run_dir, 0751);
+        if (r < 0 || chmod(c->run_dir, 0751) < 0)
+                return log_error_errno(r < 0 ? r : -errno, "cannot create the run directory %s: %m",
+                                       c->run_dir);
+
+        r = take_lock(d);
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *sock = config_host_socket(c);
+        if (!sock)
+                return -ENOMEM;
+        r = clear_socket_path(sock);
+        if (r < 0)
+                return r;
+
+        _cleanup_free_ char *db = NULL;
+        if (asprintf(&db, "%s/hive.sqlite", c->state_dir) < 0)
+                return -ENOMEM;
+        r = store_open(db, &d->store);
+        if (r < 0)
+                return log_error_errno(r, "cannot open the database %s: %m", db);
+
+        r = loop_new(&d->loop);
+        if (r < 0)
+                return log_error_errno(r, "cannot create the main loop: %m");
+
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        d->signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+        if (d->signal_fd < 0)
+                return log_error_errno(-errno, "signalfd: %m");
+        r = loop_add(d->loop, d->signal_fd, EPOLLIN, on_signal, d, &d->signal_src);
+        if (r < 0)
+                return r;
+
+        struct group *g = getgrnam(ADMIN_GROUP);
+        d->admin_gid = g ? g->gr_gid : (gid_t)-1;
+        ServerOptions so = {
+                .table = &host_verb_table,
+                .userdata = d,
+                .one_shot = true,
+                .mode = 0660,
+                .gid = d->admin_gid,
+                .max_clients = (unsigned)c->max_clients,
+                .idle_timeout_sec = (unsigned)c->idle_timeout,
+                .peer_allowed = host_peer_allowed,
+        };
+        r = server_new(d->loop, sock, &so, &d->host);
+        if (r < 0)
+                return r;
+        log_info("hive-c0re %s serving %s (state %s%s)", HIVE_VERSION, sock, c->state_dir,
+                 c->dev ? ", development mode" : "");
+        return 0;
+}
+
+static void daemon_stop(Daemon *d)
+{
+        d->host = server_free(d->host);
+        loop_remove(d->signal_src);
+        if (d->signal_fd >= 0)
+                close(d->signal_fd);
+        d->loop = loop_free(d->loop);
+        d->store = store_close(d->store);
+        if (d->lock_fd >= 0)
+                close(d->lock_fd);
+}
+
+int daemon_run(HiveConfig *cfg)
+{
+        Daemon d = {.cfg = cfg, .lock_fd = -1, .signal_fd = -1, .admin_gid = (gid_t)-1};
+        log_set_max_level(log_level_from_string(cfg->log_level));
+
+        int r = daemon_start(&d);
+        if (r >= 0) {
+                (void)sd_notify(0, "READY=1\nSTATUS=serving host.sock");
+                r = loop_run(d.loop);
+                if (r < 0)
+                        log_error_errno(r, "main loop failed: %m");
+                (void)sd_notify(0, "STOPPING=1");
+        }
+        daemon_stop(&d);
+        if (r >= 0)
+                log_info("stopped");
+        return r;
+}

@@ -1,0 +1,27 @@
+/* `hive-c0re serve`: the daemon's state and its run. */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "loop.h"
+#include "server.h"
+#include "store.h"
+
+typedef struct Daemon {
+        HiveConfig *cfg;
+        Loop *loop;
+        Store *store;
+        Server *host;
+        const char *backend;        /* the chosen backend's name */
+        const char *backend_reason; /* why it was chosen */
+        gid_t admin_gid;            /* hive-admin, or (gid_t)-1 when the group does not exist */
+        int lock_fd;
+        int signal_fd;
+        LoopSource *signal_src;
+} Daemon;
+
+/* Runs the daemon until SIGTERM/SIGINT.  Returns 0 after a clean shutdown, or a negative
+ * errno after logging why it could not start. */
+int daemon_run(HiveConfig *cfg);

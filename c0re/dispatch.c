@@ -1,0 +1,206 @@
+/* Request dispatch: parse, check generically, call the handler, build the envelope. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "dispatch.h"
+#include "errors.h"
+#include "proto.h"
+
+int dispatch_fail(DispatchCtx *ctx, int error, const char *fmt, ...)
+{
+        if (error >= 0)
+                error = -EIO;
+        ctx->error = error;
+        free(ctx->error_msg);
+        ctx->error_msg = NULL;
+        va_list ap;
+        va_start(ap, fmt);
+        if (vasprintf(&ctx->error_msg, fmt, ap) < 0)
+                ctx->error_msg = NULL;
+        va_end(ap);
+        return error;
+}
+
+const VerbSpec *dispatch_find(const VerbTable *t, const char *cmd)
+{
+        for (size_t i = 0; i < t->n_verbs; i++)
+                if (strcmp(t->verbs[i].cmd, cmd) == 0)
+                        return &t->verbs[i];
+        return NULL;
+}
+
+static const char *field_type_name(FieldType t)
+{
+        switch (t) {
+        case FT_STRING:
+                return "a string";
+        case FT_INT:
+                return "an integer";
+        case FT_BOOL:
+                return "a boolean";
+        case FT_OBJECT:
+                return "an object";
+        case FT_ARRAY:
+                return "an array";
+        }
+        return "?";
+}
+
+static const char *json_type_name(const json_t *v)
+{
+        switch (json_typeof(v)) {
+        case JSON_OBJECT:
+                return "an object";
+        case JSON_ARRAY:
+                return "an array";
+        case JSON_STRING:
+                return "a string";
+        case JSON_INTEGER:
+                return "an integer";
+        case JSON_REAL:
+                return "a number with a fraction";
+        case JSON_TRUE:
+        case JSON_FALSE:
+                return "a boolean";
+        case JSON_NULL:
+                return "null";
+        }
+        return "?";
+}
+
+static bool field_type_ok(FieldType t, const json_t *v)
+{
+        switch (t) {
+        case FT_STRING:
+                return json_is_string(v);
+        case FT_INT:
+                return json_is_integer(v);
+        case FT_BOOL:
+                return json_is_boolean(v);
+        case FT_OBJECT:
+                return json_is_object(v);
+        case FT_ARRAY:
+                return json_is_array(v);
+        }
+        return false;
+}
+
+static int unknown_verb(DispatchCtx *ctx, const VerbTable *t, const char *what)
+{
+        char known[1024] = "";
+        size_t off = 0;
+        for (size_t i = 0; i < t->n_verbs && off < sizeof(known); i++)
+                off += (size_t)snprintf(known + off, sizeof(known) - off, "%s%s", i ? ", " : "",
+                                        t->verbs[i].cmd);
+        return dispatch_fail(ctx, -EOPNOTSUPP, "%s; %s understands: %s", what, t->socket, known);
+}
+
+/* The generic checks.  Returns the verb or NULL with ctx's error set. */
+static const VerbSpec *dispatch_check(DispatchCtx *ctx, const VerbTable *t, const json_t *req)
+{
+        if (!json_is_object(req)) {
+                dispatch_fail(ctx, -EBADMSG, "a request must be a JSON object, not %s",
+                              json_type_name(req));
+                return NULL;
+        }
+        json_t *version = json_object_get(req, "version");
+        if (version &&
+            (!json_is_integer(version) || json_integer_value(version) != HIVE_PROTOCOL_VERSION)) {
+                _cleanup_free_ char *v = json_dumps(version, JSON_ENCODE_ANY | JSON_COMPACT);
+                dispatch_fail(ctx, -EPROTONOSUPPORT,
+                              "request version %s is not supported; this daemon speaks version %d",
+                              v ? v : "?", HIVE_PROTOCOL_VERSION);
+                return NULL;
+        }
+        json_t *cmd = json_object_get(req, "cmd");
+        if (!cmd) {
+                unknown_verb(ctx, t, "the request has no \"cmd\" key");
+                ctx->error = -EINVAL;
+                return NULL;
+        }
+        if (!json_is_string(cmd)) {
+                dispatch_fail(ctx, -EINVAL, "\"cmd\" must be a string, not %s",
+                              json_type_name(cmd));
+                return NULL;
+        }
+        const VerbSpec *v = dispatch_find(t, json_string_value(cmd));
+        if (!v) {
+                _cleanup_free_ char *q = json_dumps(cmd, JSON_ENCODE_ANY);
+                char what[256];
+                snprintf(what, sizeof(what), "unknown command %.200s", q ? q : "?");
+                unknown_verb(ctx, t, what);
+                return NULL;
+        }
+        for (const FieldSpec *f = v->fields; f && f->name; f++) {
+                json_t *val = json_object_get(req, f->name);
+                if (!val) {
+                        if (f->required) {
+                                dispatch_fail(ctx, -EINVAL, "%s needs \"%s\" (%s)", v->cmd, f->name,
+                                              field_type_name(f->type));
+                                return NULL;
+                        }
+                        continue;
+                }
+                if (!field_type_ok(f->type, val)) {
+                        dispatch_fail(ctx, -EINVAL, "%s: \"%s\" must be %s, not %s", v->cmd,
+                                      f->name, field_type_name(f->type), json_type_name(val));
+                        return NULL;
+                }
+        }
+        return v;
+}
+
+int dispatch_line(const VerbTable *t, void *userdata, const char *line, size_t len, char **ret,
+                  size_t *ret_len, const VerbSpec **ret_verb)
+{
+        DispatchCtx ctx = {.userdata = userdata};
+        const VerbSpec *v = NULL;
+        json_t *resp = NULL;
+
+        json_error_t jerr;
+        json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!req)
+                dispatch_fail(&ctx, -EBADMSG, "the request is not valid JSON: %s (column %d)",
+                              jerr.text, jerr.column);
+        else
+                v = dispatch_check(&ctx, t, req);
+
+        if (v) {
+                resp = proto_response_new();
+                if (!resp) {
+                        ctx.error = -ENOMEM;
+                } else {
+                        int r = v->handler(&ctx, req, resp);
+                        if (r < 0) {
+                                if (ctx.error == 0)
+                                        ctx.error = r;
+                                json_decref(resp);
+                                resp = NULL;
+                        }
+                }
+        }
+        json_decref(req);
+
+        int ok = resp != NULL;
+        if (!resp) {
+                if (!ctx.error_msg && asprintf(&ctx.error_msg, "%s failed: %s",
+                                               v ? v->cmd : "request", strerror(-ctx.error)) < 0)
+                        ctx.error_msg = NULL;
+                resp = proto_error_new(ctx.error_msg, hive_errno_name(ctx.error));
+        }
+        free(ctx.error_msg);
+        if (!resp)
+                return -ENOMEM;
+        char *out = proto_dump_line(resp, ret_len);
+        json_decref(resp);
+        if (!out)
+                return -ENOMEM;
+        *ret = out;
+        if (ret_verb)
+                *ret_verb = ok ? v : NULL;
+        return ok;
+}

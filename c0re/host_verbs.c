@@ -1,0 +1,188 @@
+/* Handlers of the host.sock verbs.  Generic checks already ran (dispatch.c); ctx->userdata
+ * is the Daemon. */
+#define LOG_SUBSYSTEM "host"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "cleanup.h"
+#include "container_view.h"
+#include "daemon.h"
+#include "hive-config.h"
+#include "host_verbs.h"
+#include "log.h"
+#include "proto.h"
+
+bool host_verbs_name_valid(const char *name)
+{
+        size_t n = strlen(name);
+        if (n < 1 || n > 9)
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                char c = name[i];
+                bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+                if (!alnum && !(c == '-' && i > 0 && i < n - 1))
+                        return false;
+        }
+        return true;
+}
+
+static int store_failure(DispatchCtx *ctx, int r, const char *what)
+{
+        log_error_errno(r, "%s: %m", what);
+        return dispatch_fail(ctx, r, "%s failed: %s (see the daemon's log)", what, strerror(-r));
+}
+
+static int verb_list(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        _cleanup_strv_free_ char **names = NULL;
+        int r = store_agent_names(d->store, &names);
+        if (r < 0)
+                return store_failure(ctx, r, "listing agents");
+        json_t *a = json_array();
+        if (!a || json_object_set_new(resp, "agents", a) < 0)
+                return -ENOMEM;
+        for (char **n = names; *n; n++)
+                if (json_array_append_new(a, json_string(*n)) < 0)
+                        return -ENOMEM;
+        return 0;
+}
+
+static int verb_agent_status(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        AgentRecord *agents = NULL;
+        size_t n = 0;
+        int r = store_agent_list(d->store, &agents, &n);
+        if (r < 0)
+                return store_failure(ctx, r, "reading agent status");
+        json_t *a = json_array();
+        r = a && json_object_set_new(resp, "agent_statuses", a) == 0 ? 0 : -ENOMEM;
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                AgentStatusRow row;
+                r = container_view_row(d->cfg, &agents[i], &row);
+                if (r < 0)
+                        break;
+                if (json_array_append_new(a, proto_agent_status_row_encode(&row)) < 0)
+                        r = -ENOMEM;
+                agent_status_row_done(&row);
+        }
+        agent_records_free(agents, n);
+        return r;
+}
+
+static int verb_urls(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        HiveUrls u = {
+                .domain = d->cfg->domain,
+                .home = d->cfg->home_url,
+                .forge = d->cfg->forge_url,
+                .matrix = d->cfg->matrix_url,
+        };
+        json_t *j = proto_urls_encode(&u);
+        if (!j || json_object_set_new(resp, "urls", j) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+static int verb_version(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        json_t *avail = json_array();
+        if (!avail)
+                return -ENOMEM;
+        for (const char *const *n = backend_names; *n; n++)
+                if (backend_available(*n, NULL))
+                        json_array_append_new(avail, json_string(*n));
+        if (json_object_set_new(resp, "daemon_version", json_string(HIVE_VERSION)) < 0 ||
+            json_object_set_new(resp, "protocol_version", json_integer(HIVE_PROTOCOL_VERSION)) <
+                    0 ||
+            json_object_set_new(resp, "backend", json_string(d->backend)) < 0 ||
+            json_object_set_new(resp, "backends", avail) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+/* Writes or removes <state>/agents/<n>/state/hyperhive-paused, the marker the harness reads. */
+static int paused_marker_set(Daemon *d, const char *name, bool paused)
+{
+        _cleanup_free_ char *dir = NULL, *marker = NULL;
+        if (asprintf(&dir, "%s/agents/%s/state", d->cfg->state_dir, name) < 0 ||
+            asprintf(&marker, "%s/hyperhive-paused", dir) < 0)
+                return -ENOMEM;
+        if (!paused)
+                return unlink(marker) < 0 && errno != ENOENT ? -errno : 0;
+        _cleanup_free_ char *agent_dir = strndup(dir, strlen(dir) - strlen("/state"));
+        _cleanup_free_ char *agents_dir = NULL;
+        if (!agent_dir || asprintf(&agents_dir, "%s/agents", d->cfg->state_dir) < 0)
+                return -ENOMEM;
+        const char *dirs[] = {agents_dir, agent_dir, dir};
+        for (size_t i = 0; i < ELEMENTSOF(dirs); i++)
+                if (mkdir(dirs[i], 0700) < 0 && errno != EEXIST)
+                        return -errno;
+        _cleanup_close_ int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0)
+                return -errno;
+        return 0;
+}
+
+static int verb_set_paused(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        const char *name = json_string_value(json_object_get(req, "name"));
+        bool paused = json_is_true(json_object_get(req, "paused"));
+        if (!host_verbs_name_valid(name))
+                return dispatch_fail(ctx, -EINVAL,
+                                     "\"%.64s\" is not a valid agent name: 1 to 9 characters "
+                                     "of a-z, 0-9 and '-', not starting or ending with '-'",
+                                     name);
+        AgentRecord a;
+        int r = store_agent_get(d->store, name, &a);
+        if (r == -ENOENT)
+                return dispatch_fail(ctx, r, "agent \"%s\" is not managed by this hive", name);
+        if (r < 0)
+                return store_failure(ctx, r, "looking up the agent");
+        agent_record_done(&a);
+
+        r = paused_marker_set(d, name, paused);
+        if (r < 0) {
+                log_error_errno(r, "cannot %s the pause marker of %s: %m",
+                                paused ? "write" : "remove", name);
+                return dispatch_fail(ctx, r, "cannot %s the pause marker of \"%s\": %s",
+                                     paused ? "write" : "remove", name, strerror(-r));
+        }
+        r = store_agent_set_paused(d->store, name, paused);
+        if (r < 0)
+                return store_failure(ctx, r, "recording the pause");
+        log_info("%s %s", paused ? "paused" : "unpaused", name);
+        return 0;
+}
+
+static const FieldSpec set_paused_fields[] = {
+        {"name", FT_STRING, true},
+        {"paused", FT_BOOL, true},
+        {NULL, 0, false},
+};
+
+static const VerbSpec host_verbs[] = {
+        {"list", verb_list, NULL, 0, "names of the managed agents"},
+        {"agent_status", verb_agent_status, NULL, 0, "one status row per agent"},
+        {"urls", verb_urls, NULL, 0, "the hive's domain and browser URLs"},
+        {"version", verb_version, NULL, 0, "daemon and protocol version, backends"},
+        {"set_paused", verb_set_paused, set_paused_fields, 0,
+         "park or un-park an agent's turn loop"},
+};
+
+const VerbTable host_verb_table = {
+        .socket = "host.sock",
+        .verbs = host_verbs,
+        .n_verbs = ELEMENTSOF(host_verbs),
+};

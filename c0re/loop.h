@@ -1,0 +1,26 @@
+/* The daemon's epoll main loop: fd sources with callbacks, and a periodic tick. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct Loop Loop;
+typedef struct LoopSource LoopSource;
+
+/* Called with the epoll events of the source's fd.  The callback may remove any source,
+ * including its own, with loop_remove(). */
+typedef void (*LoopHandler)(LoopSource *s, int fd, uint32_t events, void *userdata);
+
+int loop_new(Loop **ret);
+/* Frees the loop and every remaining source (their fds are not closed).  Returns NULL. */
+Loop *loop_free(Loop *l);
+
+/* Watches fd for events.  Returns 0 and, if ret is non-NULL, the source. */
+int loop_add(Loop *l, int fd, uint32_t events, LoopHandler h, void *userdata, LoopSource **ret);
+int loop_set_events(LoopSource *s, uint32_t events);
+/* Stops watching; the source is freed after the current dispatch round.  Accepts NULL. */
+void loop_remove(LoopSource *s);
+
+/* Runs until loop_quit().  Returns 0, or a negative errno if epoll fails. */
+int loop_run(Loop *l);
+void loop_quit(Loop *l);

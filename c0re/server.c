@@ -1,0 +1,283 @@
+/* JSON-line socket server: accept, bound the clients, check the peer, sweep idle
+ * connections, dispatch each line through the verb table. */
+#define LOG_SUBSYSTEM "server"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "conn.h"
+#include "errors.h"
+#include "frame.h"
+#include "log.h"
+#include "proto.h"
+#include "server.h"
+#include "timeutil.h"
+
+typedef struct ServerConn ServerConn;
+
+struct ServerConn {
+        Server *server;
+        Conn *conn;
+        ServerConn *prev, *next;
+};
+
+struct Server {
+        Loop *loop;
+        char *path;
+        int fd;
+        LoopSource *src;
+        int timer_fd;
+        LoopSource *timer_src;
+        ServerOptions opts;
+        dev_t dev;
+        ino_t ino;
+        ServerConn *conns;
+        unsigned n_conns;
+};
+
+static void send_error(Conn *c, int error, const char *msg)
+{
+        _cleanup_json_ json_t *j = proto_error_new(msg, hive_errno_name(error));
+        size_t len;
+        _cleanup_free_ char *line = j ? proto_dump_line(j, &len) : NULL;
+        if (line)
+                (void)conn_send(c, line, len);
+}
+
+static void on_line(Conn *c, char *line, size_t len, void *userdata)
+{
+        ServerConn *sc = userdata;
+        Server *s = sc->server;
+        if (s->opts.one_shot)
+                conn_stop_reading(c);
+
+        _cleanup_free_ char *out = NULL;
+        size_t out_len = 0;
+        int r = dispatch_line(s->opts.table, s->opts.userdata, line, len, &out, &out_len, NULL);
+        if (r < 0) {
+                log_error_errno(r, "cannot build a response: %m");
+                conn_close(c);
+                return;
+        }
+        if (conn_send(c, out, out_len) < 0)
+                return; /* closed */
+        if (s->opts.one_shot)
+                conn_close_after_flush(c);
+}
+
+static void on_error(Conn *c, int error, void *userdata)
+{
+        if (error == -EMSGSIZE) {
+                log_warning("refused a request line over %u bytes; closing the connection",
+                            HIVE_LINE_MAX);
+                send_error(c, error,
+                           "the request line is longer than 1 MiB (1048576 bytes); the "
+                           "connection is closed");
+        } else {
+                send_error(c, error,
+                           "the connection ended in the middle of a request (every request "
+                           "ends with a newline)");
+        }
+}
+
+static void on_close(Conn *c, void *userdata)
+{
+        ServerConn *sc = userdata;
+        Server *s = sc->server;
+        if (sc->prev)
+                sc->prev->next = sc->next;
+        else
+                s->conns = sc->next;
+        if (sc->next)
+                sc->next->prev = sc->prev;
+        s->n_conns--;
+        free(sc);
+}
+
+static const ConnOps server_conn_ops = {
+        .on_line = on_line,
+        .on_error = on_error,
+        .on_close = on_close,
+};
+
+/* Answers a connection we will not serve with one error line, best effort, and closes it. */
+static void refuse(int fd, int error, const char *msg)
+{
+        _cleanup_close_ int cfd = fd;
+        _cleanup_json_ json_t *j = proto_error_new(msg, hive_errno_name(error));
+        size_t len;
+        _cleanup_free_ char *line = j ? proto_dump_line(j, &len) : NULL;
+        if (line)
+                (void)send(cfd, line, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+static void on_accept(LoopSource *src, int fd, uint32_t events, void *userdata)
+{
+        Server *s = userdata;
+        for (int i = 0; i < 64; i++) {
+                int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+                if (cfd < 0) {
+                        if (errno != EAGAIN && errno != EINTR)
+                                log_warning_errno(-errno, "accept on %s failed: %m", s->path);
+                        return;
+                }
+                if (s->opts.peer_allowed) {
+                        struct ucred cred;
+                        socklen_t sl = sizeof(cred);
+                        if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &sl) < 0 ||
+                            !s->opts.peer_allowed(cred.uid, cred.gid, s->opts.userdata)) {
+                                log_warning("refused a connection from uid %u on %s",
+                                            (unsigned)cred.uid, s->path);
+                                refuse(cfd, -EACCES,
+                                       "permission denied: this socket is for root and the "
+                                       "hive-admin group");
+                                continue;
+                        }
+                }
+                if (s->n_conns >= s->opts.max_clients) {
+                        log_warning("refused a connection on %s: %u clients already", s->path,
+                                    s->n_conns);
+                        refuse(cfd, -EUSERS, "too many connections to the daemon; try again");
+                        continue;
+                }
+                ServerConn *sc = calloc(1, sizeof(*sc));
+                if (!sc) {
+                        close(cfd);
+                        return;
+                }
+                sc->server = s;
+                int r = conn_new(s->loop, cfd, HIVE_LINE_MAX, &server_conn_ops, sc, &sc->conn);
+                if (r < 0) {
+                        free(sc);
+                        log_warning_errno(r, "cannot set up a connection: %m");
+                        continue;
+                }
+                sc->next = s->conns;
+                if (s->conns)
+                        s->conns->prev = sc;
+                s->conns = sc;
+                s->n_conns++;
+        }
+}
+
+static void on_timer(LoopSource *src, int fd, uint32_t events, void *userdata)
+{
+        Server *s = userdata;
+        uint64_t ticks;
+        (void)!read(fd, &ticks, sizeof(ticks));
+        uint64_t now = timeutil_mono_usec();
+        uint64_t limit = (uint64_t)s->opts.idle_timeout_sec * 1000000u;
+        for (ServerConn *sc = s->conns, *next; sc; sc = next) {
+                next = sc->next;
+                if (now - conn_last_activity(sc->conn) > limit) {
+                        log_debug("closing a connection idle for over %u s",
+                                  s->opts.idle_timeout_sec);
+                        conn_close(sc->conn);
+                }
+        }
+}
+
+int server_new(Loop *l, const char *path, const ServerOptions *opts, Server **ret)
+{
+        Server *s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        s->loop = l;
+        s->opts = *opts;
+        s->fd = s->timer_fd = -1;
+        int r;
+        s->path = strdup(path);
+        if (!s->path) {
+                r = -ENOMEM;
+                goto fail;
+        }
+
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        if (strlen(path) >= sizeof(sa.sun_path)) {
+                r = log_error_errno(-ENAMETOOLONG, "socket path %s is too long", path);
+                goto fail;
+        }
+        strcpy(sa.sun_path, path);
+        s->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (s->fd < 0) {
+                r = log_error_errno(-errno, "socket(): %m");
+                goto fail;
+        }
+        mode_t old = umask(0777 & ~opts->mode);
+        int b = bind(s->fd, (struct sockaddr *)&sa, sizeof(sa));
+        int saved = errno;
+        umask(old);
+        if (b < 0) {
+                r = log_error_errno(-saved, "cannot bind %s: %m", path);
+                goto fail;
+        }
+        struct stat st;
+        if (chmod(path, opts->mode) < 0 || stat(path, &st) < 0) {
+                r = log_error_errno(-errno, "cannot set the mode of %s: %m", path);
+                goto fail;
+        }
+        s->dev = st.st_dev;
+        s->ino = st.st_ino;
+        if (opts->gid != (gid_t)-1 && chown(path, (uid_t)-1, opts->gid) < 0)
+                log_warning_errno(-errno, "cannot give %s to group %u: %m", path,
+                                  (unsigned)opts->gid);
+        if (listen(s->fd, 512) < 0) {
+                r = log_error_errno(-errno, "cannot listen on %s: %m", path);
+                goto fail;
+        }
+        r = loop_add(l, s->fd, EPOLLIN, on_accept, s, &s->src);
+        if (r < 0)
+                goto fail;
+
+        s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        if (s->timer_fd < 0) {
+                r = -errno;
+                goto fail;
+        }
+        unsigned every = opts->idle_timeout_sec < 5 ? 1 : 5;
+        struct itimerspec its = {.it_interval = {every, 0}, .it_value = {every, 0}};
+        timerfd_settime(s->timer_fd, 0, &its, NULL);
+        r = loop_add(l, s->timer_fd, EPOLLIN, on_timer, s, &s->timer_src);
+        if (r < 0)
+                goto fail;
+
+        *ret = s;
+        return 0;
+fail:
+        server_free(s);
+        return r;
+}
+
+Server *server_free(Server *s)
+{
+        if (!s)
+                return NULL;
+        while (s->conns)
+                conn_close(s->conns->conn); /* on_close unlinks it */
+        loop_remove(s->src);
+        loop_remove(s->timer_src);
+        if (s->timer_fd >= 0)
+                close(s->timer_fd);
+        if (s->fd >= 0) {
+                close(s->fd);
+                struct stat st;
+                if (s->ino && stat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
+                        unlink(s->path);
+        }
+        free(s->path);
+        free(s);
+        return NULL;
+}
+
+unsigned server_n_connections(const Server *s)
+{
+        return s->n_conns;
+}

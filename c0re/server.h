@@ -1,0 +1,33 @@
+/* A listening JSON-line unix socket with its connections: host.sock now, the agent and
+ * manager sockets later.  Requests go through a verb table (dispatch.c). */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "dispatch.h"
+#include "loop.h"
+
+typedef struct Server Server;
+
+typedef struct ServerOptions {
+        const VerbTable *table;
+        void *userdata; /* passed to the handlers as ctx->userdata */
+        bool one_shot;  /* one request per connection (host.sock) */
+        mode_t mode;    /* socket file mode */
+        gid_t gid;      /* group of the socket file; (gid_t)-1 = leave it */
+        unsigned max_clients;
+        unsigned idle_timeout_sec;
+        /* Decides whether a peer may talk to this socket (SO_PEERCRED); NULL = everyone
+         * who can open the file. */
+        bool (*peer_allowed)(uid_t uid, gid_t gid, void *userdata);
+} ServerOptions;
+
+/* Binds path (which must not exist: the caller removes a stale file) and starts accepting.
+ * Returns 0 and *ret, or a negative errno after logging. */
+int server_new(Loop *l, const char *path, const ServerOptions *opts, Server **ret);
+/* Closes every connection and the socket, and removes the socket file if it is still ours.
+ * Returns NULL. */
+Server *server_free(Server *s);
+
+unsigned server_n_connections(const Server *s);

@@ -1,0 +1,371 @@
+/* sqlite storage.  Library codes are translated to negative errnos here and nowhere else;
+ * sqlite's message is logged at debug level, the caller decides what to tell a person. */
+#define LOG_SUBSYSTEM "store"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "log.h"
+#include "store.h"
+#include "timeutil.h"
+
+struct Store {
+        sqlite3 *db;
+};
+
+/* Forward-only migrations: entry i moves the schema from version i to i+1.  Never edit a
+ * migration that has shipped; append a new one. */
+static const char *const migrations[] = {
+        /* 0 → 1: the agent registry. */
+        "CREATE TABLE agents ("
+        "  id INTEGER PRIMARY KEY,"
+        "  name TEXT NOT NULL,"
+        "  role TEXT NOT NULL DEFAULT 'agent' CHECK (role IN ('agent','manager')),"
+        "  created_at INTEGER NOT NULL,"
+        "  destroyed_at INTEGER,"
+        "  paused INTEGER NOT NULL DEFAULT 0,"
+        "  parent TEXT,"
+        "  status TEXT NOT NULL DEFAULT 'stopped',"
+        "  status_text TEXT,"
+        "  status_set_at INTEGER,"
+        "  active_model TEXT,"
+        "  port INTEGER,"
+        "  deployed_sha TEXT"
+        ");"
+        "CREATE UNIQUE INDEX agents_live_name ON agents(name) WHERE destroyed_at IS NULL;",
+};
+
+static int store_errno(Store *s, int rc, const char *what)
+{
+        int r;
+        switch (rc & 0xff) {
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED:
+                r = -EBUSY;
+                break;
+        case SQLITE_CONSTRAINT:
+                r = -EEXIST;
+                break;
+        case SQLITE_NOMEM:
+                r = -ENOMEM;
+                break;
+        case SQLITE_FULL:
+                r = -ENOSPC;
+                break;
+        case SQLITE_READONLY:
+                r = -EROFS;
+                break;
+        case SQLITE_CANTOPEN:
+        case SQLITE_PERM:
+                r = -EACCES;
+                break;
+        case SQLITE_NOTFOUND:
+                r = -ENOENT;
+                break;
+        default:
+                r = -EIO;
+        }
+        return log_debug_errno(r, "%s: %s", what, s && s->db ? sqlite3_errmsg(s->db) : "?");
+}
+
+static int store_exec(Store *s, const char *sql)
+{
+        char *err = NULL;
+        int rc = sqlite3_exec(s->db, sql, NULL, NULL, &err);
+        if (rc != SQLITE_OK) {
+                log_debug("exec failed: %s", err ? err : "?");
+                sqlite3_free(err);
+                return store_errno(s, rc, "exec");
+        }
+        return 0;
+}
+
+int store_schema_version(void)
+{
+        return (int)ELEMENTSOF(migrations);
+}
+
+int store_get_version(Store *s, int *ret)
+{
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return store_errno(s, rc, "user_version");
+        rc = sqlite3_step(st);
+        int v = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_ROW)
+                return store_errno(s, rc, "user_version");
+        *ret = v;
+        return 0;
+}
+
+static int store_migrate(Store *s)
+{
+        int v, r = store_get_version(s, &v);
+        if (r < 0)
+                return r;
+        if (v > store_schema_version())
+                return log_error_errno(-EPROTONOSUPPORT,
+                                       "database schema version %d is newer than this hive-c0re "
+                                       "understands (%d); run a newer hive-c0re",
+                                       v, store_schema_version());
+        for (; v < store_schema_version(); v++) {
+                r = store_exec(s, "BEGIN IMMEDIATE");
+                if (r < 0)
+                        return r;
+                r = store_exec(s, migrations[v]);
+                if (r >= 0) {
+                        char sql[64];
+                        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", v + 1);
+                        r = store_exec(s, sql);
+                }
+                if (r >= 0)
+                        r = store_exec(s, "COMMIT");
+                if (r < 0) {
+                        (void)store_exec(s, "ROLLBACK");
+                        return log_error_errno(r, "migrating the database to version %d failed",
+                                               v + 1);
+                }
+                log_debug("migrated database to schema version %d", v + 1);
+        }
+        return 0;
+}
+
+int store_open(const char *path, Store **ret)
+{
+        Store *s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        int rc = sqlite3_open_v2(path, &s->db,
+                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 NULL);
+        int r;
+        if (rc != SQLITE_OK) {
+                r = store_errno(s, rc, "open");
+                goto fail;
+        }
+        sqlite3_busy_timeout(s->db, 5000);
+        r = store_exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
+                          "PRAGMA foreign_keys=ON;");
+        if (r < 0)
+                goto fail;
+        r = store_migrate(s);
+        if (r < 0)
+                goto fail;
+        *ret = s;
+        return 0;
+fail:
+        store_close(s);
+        return r;
+}
+
+Store *store_close(Store *s)
+{
+        if (!s)
+                return NULL;
+        sqlite3_close_v2(s->db);
+        free(s);
+        return NULL;
+}
+
+static char *col_strdup(sqlite3_stmt *st, int i)
+{
+        const unsigned char *t = sqlite3_column_text(st, i);
+        return t ? strdup((const char *)t) : NULL;
+}
+
+void agent_record_done(AgentRecord *a)
+{
+        free(a->name);
+        free(a->role);
+        free(a->parent);
+        free(a->status);
+        free(a->status_text);
+        free(a->active_model);
+        free(a->deployed_sha);
+        *a = (AgentRecord){0};
+}
+
+void agent_records_free(AgentRecord *a, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                agent_record_done(&a[i]);
+        free(a);
+}
+
+#define AGENT_COLUMNS                                                                              \
+        "name, role, created_at, COALESCE(destroyed_at, 0), paused, parent, status, "              \
+        "status_text, COALESCE(status_set_at, 0), active_model, COALESCE(port, 0), deployed_sha"
+
+static int agent_from_row(sqlite3_stmt *st, AgentRecord *a)
+{
+        *a = (AgentRecord){
+                .name = col_strdup(st, 0),
+                .role = col_strdup(st, 1),
+                .created_at = sqlite3_column_int64(st, 2),
+                .destroyed_at = sqlite3_column_int64(st, 3),
+                .paused = sqlite3_column_int(st, 4) != 0,
+                .parent = col_strdup(st, 5),
+                .status = col_strdup(st, 6),
+                .status_text = col_strdup(st, 7),
+                .status_set_at = sqlite3_column_int64(st, 8),
+                .active_model = col_strdup(st, 9),
+                .port = sqlite3_column_int64(st, 10),
+                .deployed_sha = col_strdup(st, 11),
+        };
+        if (!a->name || !a->role || !a->status) {
+                agent_record_done(a);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+int store_agent_list(Store *s, AgentRecord **ret, size_t *ret_n)
+{
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v2(s->db,
+                                    "SELECT " AGENT_COLUMNS " FROM agents "
+                                    "WHERE destroyed_at IS NULL ORDER BY name",
+                                    -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return store_errno(s, rc, "list agents");
+
+        AgentRecord *v = NULL;
+        size_t n = 0, cap = 0;
+        int r = 0;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                if (n == cap) {
+                        size_t ncap = cap ? cap * 2 : 16;
+                        AgentRecord *nv = realloc(v, ncap * sizeof(*nv));
+                        if (!nv) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        v = nv;
+                        cap = ncap;
+                }
+                r = agent_from_row(st, &v[n]);
+                if (r < 0)
+                        break;
+                n++;
+        }
+        if (r == 0 && rc != SQLITE_DONE)
+                r = store_errno(s, rc, "list agents");
+        sqlite3_finalize(st);
+        if (r < 0) {
+                agent_records_free(v, n);
+                return r;
+        }
+        *ret = v;
+        *ret_n = n;
+        return 0;
+}
+
+int store_agent_names(Store *s, char ***ret)
+{
+        AgentRecord *a = NULL;
+        size_t n = 0;
+        int r = store_agent_list(s, &a, &n);
+        if (r < 0)
+                return r;
+        char **names = calloc(n + 1, sizeof(char *));
+        if (!names) {
+                agent_records_free(a, n);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++)
+                names[i] = TAKE_PTR(a[i].name);
+        agent_records_free(a, n);
+        *ret = names;
+        return 0;
+}
+
+int store_agent_get(Store *s, const char *name, AgentRecord *ret)
+{
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v2(s->db,
+                                    "SELECT " AGENT_COLUMNS " FROM agents "
+                                    "WHERE destroyed_at IS NULL AND name = ?1",
+                                    -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return store_errno(s, rc, "get agent");
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        rc = sqlite3_step(st);
+        int r;
+        if (rc == SQLITE_ROW)
+                r = agent_from_row(st, ret);
+        else if (rc == SQLITE_DONE)
+                r = -ENOENT;
+        else
+                r = store_errno(s, rc, "get agent");
+        sqlite3_finalize(st);
+        return r;
+}
+
+static void bind_text_or_null(sqlite3_stmt *st, int i, const char *v)
+{
+        if (v)
+                sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+        else
+                sqlite3_bind_null(st, i);
+}
+
+static void bind_int_or_null(sqlite3_stmt *st, int i, int64_t v)
+{
+        if (v)
+                sqlite3_bind_int64(st, i, v);
+        else
+                sqlite3_bind_null(st, i);
+}
+
+int store_agent_insert(Store *s, const AgentRecord *a)
+{
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v2(
+                s->db,
+                "INSERT INTO agents (name, role, created_at, paused, parent, status, "
+                "status_text, status_set_at, active_model, port, deployed_sha) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return store_errno(s, rc, "insert agent");
+        sqlite3_bind_text(st, 1, a->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, a->role ? a->role : "agent", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, a->created_at ? a->created_at : timeutil_now());
+        sqlite3_bind_int(st, 4, a->paused);
+        bind_text_or_null(st, 5, a->parent);
+        sqlite3_bind_text(st, 6, a->status ? a->status : "stopped", -1, SQLITE_STATIC);
+        bind_text_or_null(st, 7, a->status_text);
+        bind_int_or_null(st, 8, a->status_set_at);
+        bind_text_or_null(st, 9, a->active_model);
+        bind_int_or_null(st, 10, a->port);
+        bind_text_or_null(st, 11, a->deployed_sha);
+        rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+                return store_errno(s, rc, "insert agent");
+        return 0;
+}
+
+int store_agent_set_paused(Store *s, const char *name, bool paused)
+{
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v2(s->db,
+                                    "UPDATE agents SET paused = ?2 "
+                                    "WHERE destroyed_at IS NULL AND name = ?1",
+                                    -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return store_errno(s, rc, "set paused");
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, paused);
+        rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+                return store_errno(s, rc, "set paused");
+        return sqlite3_changes(s->db) > 0 ? 0 : -ENOENT;
+}

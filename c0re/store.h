@@ -1,0 +1,50 @@
+/* The daemon's sqlite database (hive.sqlite): WAL, synchronous=FULL, schema versioned with
+ * PRAGMA user_version and forward-only migrations.  One Store per thread. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct Store Store;
+
+/* One row of the agents table. */
+typedef struct AgentRecord {
+        char *name;
+        char *role; /* "agent" or "manager" */
+        int64_t created_at;
+        int64_t destroyed_at; /* 0 = live */
+        bool paused;
+        char *parent;      /* NULL = root */
+        char *status;      /* "stopped", "running", "failed" */
+        char *status_text; /* NULL = unset */
+        int64_t status_set_at;
+        char *active_model; /* NULL = unset */
+        int64_t port;       /* 0 = none yet */
+        char *deployed_sha; /* full sha or NULL */
+} AgentRecord;
+
+void agent_record_done(AgentRecord *a);
+void agent_records_free(AgentRecord *a, size_t n);
+
+/* Opens (creating if needed) the database at path and migrates it to the current schema.
+ * path ":memory:" gives a private in-memory database.  Returns 0 and *ret, -EIO (with a log
+ * line at debug level naming the sqlite error), -EPROTONOSUPPORT if the file's schema is
+ * newer than this binary's. */
+int store_open(const char *path, Store **ret);
+Store *store_close(Store *s);
+
+/* The schema version this binary migrates to. */
+int store_schema_version(void);
+/* The database's user_version. */
+int store_get_version(Store *s, int *ret);
+
+/* Live agents (not destroyed), sorted by name.  *ret is a NULL-terminated vector. */
+int store_agent_names(Store *s, char ***ret);
+/* Live agents, sorted by name. */
+int store_agent_list(Store *s, AgentRecord **ret, size_t *ret_n);
+/* A live agent: 0, or -ENOENT. */
+int store_agent_get(Store *s, const char *name, AgentRecord *ret);
+/* Inserts a live agent: 0, or -EEXIST when a live agent has that name. */
+int store_agent_insert(Store *s, const AgentRecord *a);
+/* Sets the paused flag of a live agent: 0, or -ENOENT. */
+int store_agent_set_paused(Store *s, const char *name, bool paused);

@@ -1,0 +1,262 @@
+/* Wire types of the host protocol, described by field tables so that one encoder and one
+ * decoder serve every type and the key order lives in exactly one place. */
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "proto.h"
+
+typedef enum {
+        WF_STR,     /* string, always present */
+        WF_OPT_STR, /* string, omitted when NULL */
+        WF_BOOL,
+        WF_I64,
+} WireFieldType;
+
+typedef struct WireField {
+        const char *key;
+        WireFieldType type;
+        size_t offset;
+} WireField;
+
+#define F(s, k, t, m)                                                                              \
+        {                                                                                          \
+                k, t, offsetof(s, m)                                                               \
+        }
+
+static const WireField agent_status_row_fields[] = {
+        F(AgentStatusRow, "name", WF_STR, name),
+        F(AgentStatusRow, "running", WF_BOOL, running),
+        F(AgentStatusRow, "failed", WF_BOOL, failed),
+        F(AgentStatusRow, "needs_update", WF_BOOL, needs_update),
+        F(AgentStatusRow, "needs_login", WF_BOOL, needs_login),
+        F(AgentStatusRow, "deployed_sha", WF_OPT_STR, deployed_sha),
+        F(AgentStatusRow, "pending_reminders", WF_I64, pending_reminders),
+        F(AgentStatusRow, "paused", WF_BOOL, paused),
+        F(AgentStatusRow, "parent", WF_OPT_STR, parent),
+        F(AgentStatusRow, "active_model", WF_OPT_STR, active_model),
+        F(AgentStatusRow, "status_text", WF_OPT_STR, status_text),
+        F(AgentStatusRow, "status_set_at", WF_OPT_STR, status_set_at),
+        F(AgentStatusRow, "url", WF_OPT_STR, url),
+        {NULL, 0, 0},
+};
+
+static const WireField urls_fields[] = {
+        F(HiveUrls, "domain", WF_OPT_STR, domain),
+        F(HiveUrls, "home", WF_OPT_STR, home),
+        F(HiveUrls, "forge", WF_OPT_STR, forge),
+        F(HiveUrls, "matrix", WF_OPT_STR, matrix),
+        {NULL, 0, 0},
+};
+
+static const WireField approval_fields[] = {
+        F(Approval, "id", WF_I64, id),
+        F(Approval, "agent", WF_STR, agent),
+        F(Approval, "kind", WF_STR, kind),
+        F(Approval, "commit_ref", WF_STR, commit_ref),
+        F(Approval, "fetched_sha", WF_OPT_STR, fetched_sha),
+        F(Approval, "requested_at", WF_STR, requested_at),
+        F(Approval, "status", WF_STR, status),
+        F(Approval, "resolved_at", WF_OPT_STR, resolved_at),
+        F(Approval, "note", WF_OPT_STR, note),
+        F(Approval, "description", WF_OPT_STR, description),
+        {NULL, 0, 0},
+};
+
+#define AT(base, off, type)  ((type *)((char *)(base) + (off)))
+#define CAT(base, off, type) ((const type *)((const char *)(base) + (off)))
+
+static void wire_done(const WireField *fields, void *obj)
+{
+        for (const WireField *f = fields; f->key; f++)
+                if (f->type == WF_STR || f->type == WF_OPT_STR) {
+                        char **p = AT(obj, f->offset, char *);
+                        free(*p);
+                        *p = NULL;
+                }
+}
+
+static json_t *wire_encode(const WireField *fields, const void *obj)
+{
+        json_t *j = json_object();
+        if (!j)
+                return NULL;
+        for (const WireField *f = fields; f->key; f++) {
+                json_t *v = NULL;
+                switch (f->type) {
+                case WF_STR: {
+                        const char *s = *CAT(obj, f->offset, char *);
+                        v = json_string(s ? s : "");
+                        break;
+                }
+                case WF_OPT_STR: {
+                        const char *s = *CAT(obj, f->offset, char *);
+                        if (!s)
+                                continue;
+                        v = json_string(s);
+                        break;
+                }
+                case WF_BOOL:
+                        v = json_boolean(*CAT(obj, f->offset, bool));
+                        break;
+                case WF_I64:
+                        v = json_integer(*CAT(obj, f->offset, int64_t));
+                        break;
+                }
+                if (!v || json_object_set_new(j, f->key, v) < 0) {
+                        json_decref(j);
+                        return NULL;
+                }
+        }
+        return j;
+}
+
+/* Decodes into tmp (zeroed, same type as the target), then copies on success. */
+static int wire_decode(const WireField *fields, const json_t *j, void *tmp, void *ret, size_t size)
+{
+        if (!json_is_object(j))
+                return -EBADMSG;
+        for (const WireField *f = fields; f->key; f++) {
+                json_t *v = json_object_get(j, f->key);
+                if (!v) {
+                        if (f->type == WF_OPT_STR)
+                                continue;
+                        goto fail;
+                }
+                switch (f->type) {
+                case WF_STR:
+                case WF_OPT_STR: {
+                        if (!json_is_string(v))
+                                goto fail;
+                        char *s = strdup(json_string_value(v));
+                        if (!s) {
+                                wire_done(fields, tmp);
+                                return -ENOMEM;
+                        }
+                        *AT(tmp, f->offset, char *) = s;
+                        break;
+                }
+                case WF_BOOL:
+                        if (!json_is_boolean(v))
+                                goto fail;
+                        *AT(tmp, f->offset, bool) = json_is_true(v);
+                        break;
+                case WF_I64:
+                        if (!json_is_integer(v))
+                                goto fail;
+                        *AT(tmp, f->offset, int64_t) = json_integer_value(v);
+                        break;
+                }
+        }
+        memcpy(ret, tmp, size);
+        return 0;
+fail:
+        wire_done(fields, tmp);
+        return -EBADMSG;
+}
+
+void agent_status_row_done(AgentStatusRow *r)
+{
+        wire_done(agent_status_row_fields, r);
+}
+
+void hive_urls_done(HiveUrls *u)
+{
+        wire_done(urls_fields, u);
+}
+
+void approval_done(Approval *a)
+{
+        wire_done(approval_fields, a);
+}
+
+json_t *proto_agent_status_row_encode(const AgentStatusRow *r)
+{
+        return wire_encode(agent_status_row_fields, r);
+}
+
+json_t *proto_urls_encode(const HiveUrls *u)
+{
+        return wire_encode(urls_fields, u);
+}
+
+json_t *proto_approval_encode(const Approval *a)
+{
+        return wire_encode(approval_fields, a);
+}
+
+int proto_agent_status_row_decode(const json_t *j, AgentStatusRow *ret)
+{
+        AgentStatusRow tmp = {0};
+        return wire_decode(agent_status_row_fields, j, &tmp, ret, sizeof(tmp));
+}
+
+int proto_urls_decode(const json_t *j, HiveUrls *ret)
+{
+        HiveUrls tmp = {0};
+        return wire_decode(urls_fields, j, &tmp, ret, sizeof(tmp));
+}
+
+int proto_approval_decode(const json_t *j, Approval *ret)
+{
+        Approval tmp = {0};
+        return wire_decode(approval_fields, j, &tmp, ret, sizeof(tmp));
+}
+
+json_t *proto_response_new(void)
+{
+        return json_pack("{s:i, s:b}", "version", HIVE_PROTOCOL_VERSION, "ok", 1);
+}
+
+json_t *proto_error_new(const char *error, const char *error_code)
+{
+        json_t *j = json_pack("{s:i, s:b, s:s}", "version", HIVE_PROTOCOL_VERSION, "ok", 0, "error",
+                              error ? error : "request refused");
+        if (j && error_code && json_object_set_new(j, "error_code", json_string(error_code)) < 0) {
+                json_decref(j);
+                return NULL;
+        }
+        return j;
+}
+
+char *proto_dump_line(const json_t *j, size_t *ret_len)
+{
+        _cleanup_free_ char *s = json_dumps(j, JSON_COMPACT);
+        if (!s)
+                return NULL;
+        size_t n = strlen(s);
+        char *line = malloc(n + 2);
+        if (!line)
+                return NULL;
+        memcpy(line, s, n);
+        line[n] = '\n';
+        line[n + 1] = '\0';
+        if (ret_len)
+                *ret_len = n + 1;
+        return line;
+}
+
+int proto_response_check(const json_t *j, const char **ret_error, const char **ret_code)
+{
+        if (!json_is_object(j))
+                return -EBADMSG;
+        json_t *version = json_object_get(j, "version");
+        if (version &&
+            (!json_is_integer(version) || json_integer_value(version) != HIVE_PROTOCOL_VERSION))
+                return -EPROTONOSUPPORT;
+        json_t *ok = json_object_get(j, "ok");
+        if (!json_is_boolean(ok))
+                return -EBADMSG;
+        if (json_is_true(ok))
+                return 1;
+        json_t *error = json_object_get(j, "error");
+        json_t *code = json_object_get(j, "error_code");
+        if (ret_error)
+                *ret_error = json_is_string(error) ? json_string_value(error)
+                                                   : "the daemon refused without a reason";
+        if (ret_code)
+                *ret_code = json_is_string(code) ? json_string_value(code) : NULL;
+        return 0;
+}
