@@ -111,8 +111,9 @@ static int cli_call(CliCtx *ctx, json_t *req, json_t **ret)
                 if (!ctx->json)
                         fprintf(stderr, "hive-c0re: %s%s%s%s\n", error, code ? " (" : "",
                                 code ? code : "", code ? ")" : "");
+                bool denied = code && strcmp(code, "EACCES") == 0;
                 json_decref(resp);
-                return CLI_EXIT_REFUSED;
+                return denied ? CLI_EXIT_DENIED : CLI_EXIT_REFUSED;
         }
         *ret = resp;
         return CLI_EXIT_OK;

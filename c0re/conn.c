@@ -82,6 +82,11 @@ void conn_close(Conn *c)
                 return;
         c->closed = true;
         loop_remove(c->src);
+        /* Drain a little unread input first: closing with unread data resets the connection
+         * and the peer could lose the answer we just wrote. */
+        char buf[4096];
+        for (int i = 0; i < 16 && recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT) > 0; i++)
+                ;
         close(c->fd);
         c->busy++;
         if (c->ops->on_close)

@@ -117,6 +117,11 @@ static void refuse(int fd, int error, const char *msg)
         _cleanup_free_ char *line = j ? proto_dump_line(j, &len) : NULL;
         if (line)
                 (void)send(cfd, line, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        /* Read what the client already sent: closing with unread input would reset the
+         * connection and the client could lose our answer. */
+        char buf[4096];
+        for (int i = 0; i < 16 && recv(cfd, buf, sizeof(buf), MSG_DONTWAIT) > 0; i++)
+                ;
 }
 
 static void on_accept(LoopSource *src, int fd, uint32_t events, void *userdata)

@@ -1,0 +1,168 @@
+"""Fixtures that start the real hive-c0re daemon on a temporary state dir and talk to it."""
+
+import json
+import os
+import pwd
+import signal
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("HIVE_C0RE_BIN", os.path.join(ROOT, "build", "c0re", "hive-c0re"))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "host-sock")
+
+
+def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
+    """Polls pred() until it is truthy; fails the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def raw(sock_path, data, timeout=10.0):
+    """Sends raw bytes on a fresh connection and returns everything the daemon writes."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(sock_path)
+    try:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+        return b"".join(chunks)
+    finally:
+        s.close()
+
+
+def can_connect(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class Daemon:
+    def __init__(self, base, args=(), env=None):
+        self.base = base
+        self.state = os.path.join(base, "state")
+        self.run = os.path.join(base, "run")
+        self.sock = os.path.join(self.run, "host.sock")
+        self.log = os.path.join(base, "daemon.log")
+        self.args = list(args)
+        self.env = env
+        self.proc = None
+
+    def start(self, wait=True):
+        self.logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [BIN, "serve", "--state-dir", self.state, "--run-dir", self.run,
+             "--log-level", "debug", *self.args],
+            stdout=self.logf, stderr=subprocess.STDOUT, env=self.env)
+        if wait:
+            wait_for(lambda: can_connect(self.sock) or self.proc.poll() is not None,
+                     what="host.sock")
+            assert self.proc.poll() is None, self.log_text()
+        return self
+
+    def log_text(self):
+        with open(self.log, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("daemon did not stop within 10 s of " + str(sig))
+        if getattr(self, "logf", None):
+            self.logf.close()
+        return self.proc.returncode if self.proc else None
+
+    def request(self, obj):
+        """One request (dict or str) → the parsed response; also returns the raw line."""
+        line = obj if isinstance(obj, (bytes, str)) else json.dumps(obj)
+        if isinstance(line, str):
+            line = line.encode()
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        out = raw(self.sock, line)
+        assert out.endswith(b"\n") and out.count(b"\n") == 1, out
+        self.last_raw = out
+        return json.loads(out)
+
+    def cli(self, *args, check=None, env=None, user=None):
+        cmd = [BIN, "--socket", self.sock, *args]
+        if user:
+            pw = pwd.getpwnam(user)
+            cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
+                   "--clear-groups"] + cmd
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+        if check is not None:
+            assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
+        return p
+
+    def db(self):
+        c = sqlite3.connect(os.path.join(self.state, "hive.sqlite"), timeout=10)
+        c.isolation_level = None
+        return c
+
+    def add_agent(self, name, **cols):
+        cols = dict({"role": "agent", "created_at": int(time.time())}, **cols)
+        keys = ["name"] + list(cols)
+        c = self.db()
+        c.execute(f"INSERT INTO agents ({','.join(keys)}) VALUES ({','.join('?' * len(keys))})",
+                  [name] + list(cols.values()))
+        c.close()
+
+
+@pytest.fixture
+def tmpbase():
+    # Short paths: a unix socket path must fit in 108 bytes.
+    d = tempfile.mkdtemp(prefix="hv-", dir="/tmp")
+    yield d
+    subprocess.run(["rm", "-rf", d])
+
+
+@pytest.fixture
+def make_daemon(tmpbase):
+    started = []
+
+    def make(*args, start=True, sub="d", env=None):
+        d = Daemon(os.path.join(tmpbase, sub), args, env=env)
+        os.makedirs(d.base, exist_ok=True)
+        started.append(d)
+        return d.start() if start else d
+
+    yield make
+    for d in started:
+        d.stop()
+
+
+@pytest.fixture
+def daemon(make_daemon):
+    return make_daemon()
+
+
+def fixture_bytes(name):
+    with open(os.path.join(FIXTURES, name), "rb") as f:
+        return f.read()
