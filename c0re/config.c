@@ -85,8 +85,8 @@ static int opt_set(HiveConfig *c, const OptSpec *o, const char *value)
                         fputc('\n', stderr);
                         return -EINVAL;
                 }
+                __attribute__((fallthrough));
         }
-                /* fall through */
         case OPT_STRING: {
                 char *s = strdup(value);
                 if (!s)
@@ -147,8 +147,11 @@ int config_parse(HiveConfig *c, int argc, char **argv)
                 }
                 if (ch == '?' || ch == ':') {
                         const char *bad = argv[optind - 1];
-                        if (ch == ':' ||
-                            (optopt >= 1000 && optopt < 1000 + (int)ELEMENTSOF(options)))
+                        bool known = optopt >= 1000 && optopt < 1000 + (int)ELEMENTSOF(options);
+                        if (known && options[optopt - 1000].type == OPT_FLAG)
+                                fprintf(stderr, "hive-c0re serve: option --%s takes no value\n",
+                                        options[optopt - 1000].name);
+                        else if (ch == ':' || known)
                                 fprintf(stderr, "hive-c0re serve: option %s needs a value\n", bad);
                         else
                                 fprintf(stderr,

@@ -38,10 +38,10 @@ static int framer_reserve(LineFramer *f, size_t n)
         return 0;
 }
 
-/* Validates n bytes just written at buf+len and accepts them. */
-static int framer_commit(LineFramer *f, size_t n)
+/* Checks n bytes at p, which are to follow the buffered data, against the line limit.  Returns
+ * 0 and the new partial-line length in *ret_tail, or -EMSGSIZE (and the framer fails). */
+static int framer_check(LineFramer *f, const char *p, size_t n, size_t *ret_tail)
 {
-        const char *p = f->buf + f->len;
         size_t left = n;
         size_t tail = f->tail;
 
@@ -60,6 +60,17 @@ static int framer_commit(LineFramer *f, size_t n)
                 p = nl + 1;
                 left -= seg + 1;
         }
+        *ret_tail = tail;
+        return 0;
+}
+
+/* Validates n bytes just written at buf+len and accepts them. */
+static int framer_commit(LineFramer *f, size_t n)
+{
+        size_t tail;
+        int r = framer_check(f, f->buf + f->len, n, &tail);
+        if (r < 0)
+                return r;
         f->tail = tail;
         f->len += n;
         return 0;
@@ -71,11 +82,18 @@ int framer_push(LineFramer *f, const void *data, size_t n)
                 return -EMSGSIZE;
         if (n == 0)
                 return 0;
-        int r = framer_reserve(f, n);
+        /* Check before growing the buffer, so that an oversize push allocates nothing. */
+        size_t tail;
+        int r = framer_check(f, data, n, &tail);
+        if (r < 0)
+                return r;
+        r = framer_reserve(f, n);
         if (r < 0)
                 return r;
         memcpy(f->buf + f->len, data, n);
-        return framer_commit(f, n);
+        f->tail = tail;
+        f->len += n;
+        return 0;
 }
 
 ssize_t framer_read(LineFramer *f, int fd)

@@ -120,7 +120,7 @@ static int wire_decode(const WireField *fields, const json_t *j, void *tmp, void
                 return -EBADMSG;
         for (const WireField *f = fields; f->key; f++) {
                 json_t *v = json_object_get(j, f->key);
-                if (!v) {
+                if (!v || (json_is_null(v) && f->type == WF_OPT_STR)) {
                         if (f->type == WF_OPT_STR)
                                 continue;
                         goto fail;

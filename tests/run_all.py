@@ -148,9 +148,10 @@ def run_fuzz(t, seconds):
         print(p.stdout[-3000:], p.stderr[-3000:])
         t.add("fuzz", failed=1, failures=["the fuzz build failed"])
         return
-    targets = sorted(n for n in os.listdir(os.path.join(FUZZ_BUILD, "tests", "fuzz"))
-                     if n.startswith("fuzz-") and
-                     os.access(os.path.join(FUZZ_BUILD, "tests", "fuzz", n), os.X_OK))
+    fuzz_dir = os.path.join(FUZZ_BUILD, "tests", "fuzz")
+    targets = sorted(n for n in os.listdir(fuzz_dir)
+                     if n.startswith("fuzz-") and os.path.isfile(os.path.join(fuzz_dir, n)) and
+                     os.access(os.path.join(fuzz_dir, n), os.X_OK))
     passed = failed = 0
     failures = []
     for name in targets:
@@ -187,14 +188,18 @@ def main():
     suites = a.suite or ["format", "unit", "integration", "fuzz"]
 
     t = Tally()
-    if "format" in suites:
-        run_format(t)
-    if "unit" in suites:
-        run_unit(t)
-    if "integration" in suites:
-        run_integration(t, a.pytest_args)
-    if "fuzz" in suites:
-        run_fuzz(t, a.fuzz_seconds)
+    runners = {
+        "format": lambda: run_format(t),
+        "unit": lambda: run_unit(t),
+        "integration": lambda: run_integration(t, a.pytest_args),
+        "fuzz": lambda: run_fuzz(t, a.fuzz_seconds),
+    }
+    for name in ["format", "unit", "integration", "fuzz"]:
+        if name in suites:
+            try:
+                runners[name]()
+            except Exception as e:  # a broken runner is a failure, never a silent pass
+                t.add(name, failed=1, failures=[f"the runner itself failed: {e!r}"])
 
     for f in t.failures:
         print(f"FAILED {f}")

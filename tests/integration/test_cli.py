@@ -5,6 +5,8 @@ import os
 import socket
 import subprocess
 
+import pytest
+
 from conftest import BIN, fixture_bytes
 
 
@@ -108,6 +110,7 @@ def test_stale_socket(tmpbase):
     assert p.returncode == 3 and "nothing is listening" in p.stderr
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root")
 def test_permission_denied(daemon):
     # As an unprivileged user the 0660 root-owned socket in a 0751 dir cannot be opened.
     os.chmod(daemon.base, 0o755)

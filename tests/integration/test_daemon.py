@@ -112,6 +112,7 @@ def test_ready_notification(make_daemon, tmpbase):
         n.close()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root")
 def test_peer_credentials_refused(daemon):
     """A user outside root/hive-admin is refused even if the file mode would let it in."""
     os.chmod(daemon.sock, 0o666)
@@ -150,6 +151,7 @@ def test_serve_help_lists_every_option():
     (["--home-url", "ftp://x"], "http"),
     (["--bogus"], "unknown option"),
     (["--state-dir"], "needs a value"),
+    (["--dev=yes"], "takes no value"),
 ])
 def test_serve_bad_options(args, needle, tmpbase):
     p = subprocess.run([BIN, "serve", "--dev", *args], capture_output=True, text=True,

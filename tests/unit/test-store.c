@@ -1,0 +1,323 @@
+/* Unit tests of the sqlite store (c0re/store.c), each on a fresh temp database file. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sqlite3.h>
+
+#include <cmocka.h>
+
+#include "log.h"
+#include "store.h"
+#include "testutil.h"
+
+typedef struct Fixture {
+        char *dir;
+        char *db;
+        Store *store;
+} Fixture;
+
+static int setup(void **state)
+{
+        Fixture *fx = calloc(1, sizeof(*fx));
+        assert_non_null(fx);
+        fx->dir = tu_mkdtemp();
+        assert_true(asprintf(&fx->db, "%s/hive.sqlite", fx->dir) > 0);
+        *state = fx;
+        return 0;
+}
+
+static int teardown(void **state)
+{
+        Fixture *fx = *state;
+        fx->store = store_close(fx->store);
+        assert_int_equal(tu_rm_rf(fx->dir), 0);
+        free(fx->db);
+        free(fx->dir);
+        free(fx);
+        return 0;
+}
+
+static void open_store(Fixture *fx)
+{
+        assert_null(fx->store);
+        assert_int_equal(store_open(fx->db, &fx->store), 0);
+        assert_non_null(fx->store);
+}
+
+static void insert(Store *s, const char *name, const char *status)
+{
+        AgentRecord a = {.name = (char *)name, .status = (char *)status};
+        assert_int_equal(store_agent_insert(s, &a), 0);
+}
+
+/* Runs a one-value query on the database file with sqlite directly. */
+static char *sql_value(const char *db, const char *sql)
+{
+        sqlite3 *h = NULL;
+        assert_int_equal(sqlite3_open_v2(db, &h, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        sqlite3_stmt *st = NULL;
+        assert_int_equal(sqlite3_prepare_v2(h, sql, -1, &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        const unsigned char *t = sqlite3_column_text(st, 0);
+        char *v = strdup(t ? (const char *)t : "(null)");
+        sqlite3_finalize(st);
+        sqlite3_close(h);
+        return v;
+}
+
+static void sql_exec(const char *db, const char *sql)
+{
+        sqlite3 *h = NULL;
+        assert_int_equal(sqlite3_open_v2(db, &h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL),
+                         SQLITE_OK);
+        assert_int_equal(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(h);
+}
+
+static void test_fresh_migrates(void **state)
+{
+        Fixture *fx = *state;
+        assert_true(store_schema_version() >= 1);
+        open_store(fx);
+        int v = -1;
+        assert_int_equal(store_get_version(fx->store, &v), 0);
+        assert_int_equal(v, store_schema_version());
+        char **names = NULL;
+        assert_int_equal(store_agent_names(fx->store, &names), 0);
+        assert_null(names[0]);
+        free(names);
+
+        char *uv = sql_value(fx->db, "PRAGMA user_version");
+        char want[16];
+        snprintf(want, sizeof(want), "%d", store_schema_version());
+        assert_string_equal(uv, want);
+        free(uv);
+}
+
+static void test_journal_mode_wal(void **state)
+{
+        Fixture *fx = *state;
+        open_store(fx);
+        char *mode = sql_value(fx->db, "PRAGMA journal_mode");
+        assert_string_equal(mode, "wal");
+        free(mode);
+}
+
+static void test_reopen_keeps_data(void **state)
+{
+        Fixture *fx = *state;
+        open_store(fx);
+        AgentRecord a = {
+                .name = "keep",
+                .role = "manager",
+                .created_at = 1788784496,
+                .paused = true,
+                .parent = "root",
+                .status = "running",
+                .status_text = "thinking",
+                .status_set_at = 1788784500,
+                .active_model = "m1",
+                .port = 8101,
+                .deployed_sha = "0123456789abcdef0123456789abcdef01234567",
+        };
+        assert_int_equal(store_agent_insert(fx->store, &a), 0);
+        fx->store = store_close(fx->store);
+
+        open_store(fx);
+        int v = -1;
+        assert_int_equal(store_get_version(fx->store, &v), 0);
+        assert_int_equal(v, store_schema_version());
+        AgentRecord got;
+        assert_int_equal(store_agent_get(fx->store, "keep", &got), 0);
+        assert_string_equal(got.name, "keep");
+        assert_string_equal(got.role, "manager");
+        assert_int_equal(got.created_at, 1788784496);
+        assert_int_equal(got.destroyed_at, 0);
+        assert_true(got.paused);
+        assert_string_equal(got.parent, "root");
+        assert_string_equal(got.status, "running");
+        assert_string_equal(got.status_text, "thinking");
+        assert_int_equal(got.status_set_at, 1788784500);
+        assert_string_equal(got.active_model, "m1");
+        assert_int_equal(got.port, 8101);
+        assert_string_equal(got.deployed_sha, a.deployed_sha);
+        agent_record_done(&got);
+        assert_null(got.name);
+}
+
+static void test_insert_defaults(void **state)
+{
+        Fixture *fx = *state;
+        open_store(fx);
+        AgentRecord a = {.name = "plain"};
+        assert_int_equal(store_agent_insert(fx->store, &a), 0);
+        AgentRecord got;
+        assert_int_equal(store_agent_get(fx->store, "plain", &got), 0);
+        assert_string_equal(got.role, "agent");
+        assert_string_equal(got.status, "stopped");
+        assert_true(got.created_at > 0);
+        assert_false(got.paused);
+        assert_null(got.parent);
+        assert_null(got.status_text);
+        assert_int_equal(got.status_set_at, 0);
+        assert_null(got.active_model);
+        assert_int_equal(got.port, 0);
+        assert_null(got.deployed_sha);
+        agent_record_done(&got);
+}
+
+static void test_newer_schema_refused(void **state)
+{
+        Fixture *fx = *state;
+        char sql[64];
+        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", store_schema_version() + 1);
+        sql_exec(fx->db, sql);
+
+        Store *s = (Store *)0x1;
+        int saved = log_get_max_level();
+        log_set_max_level(LOG_CRIT); /* the refusal is logged at error level */
+        int r = store_open(fx->db, &s);
+        log_set_max_level(saved);
+        assert_int_equal(r, -EPROTONOSUPPORT);
+        assert_ptr_equal(s, (Store *)0x1);
+
+        /* The schema version was left alone. */
+        char *uv = sql_value(fx->db, "PRAGMA user_version");
+        char want[16];
+        snprintf(want, sizeof(want), "%d", store_schema_version() + 1);
+        assert_string_equal(uv, want);
+        free(uv);
+}
+
+static void test_open_missing_dir(void **state)
+{
+        Fixture *fx = *state;
+        char *path = NULL;
+        assert_true(asprintf(&path, "%s/no/such/dir/hive.sqlite", fx->dir) > 0);
+        Store *s = (Store *)0x1;
+        assert_int_equal(store_open(path, &s), -EACCES);
+        assert_ptr_equal(s, (Store *)0x1);
+        free(path);
+}
+
+static void test_memory(void **state)
+{
+        Store *s = NULL;
+        assert_int_equal(store_open(":memory:", &s), 0);
+        insert(s, "mem", NULL);
+        AgentRecord got;
+        assert_int_equal(store_agent_get(s, "mem", &got), 0);
+        agent_record_done(&got);
+        store_close(s);
+        assert_null(store_close(NULL));
+}
+
+static void test_insert_duplicate(void **state)
+{
+        Fixture *fx = *state;
+        open_store(fx);
+        insert(fx->store, "dup", "running");
+        AgentRecord a = {.name = "dup", .status = "stopped"};
+        assert_int_equal(store_agent_insert(fx->store, &a), -EEXIST);
+        AgentRecord *list = NULL;
+        size_t n = 0;
+        assert_int_equal(store_agent_list(fx->store, &list, &n), 0);
+        assert_int_equal(n, 1);
+        assert_string_equal(list[0].status, "running");
+        agent_records_free(list, n);
+}
+
+static void test_get_unknown(void **state)
+{
+        Fixture *fx = *state;
+        open_store(fx);
+        insert(fx->store, "known", NULL);
+        AgentRecord got;
+        memset(&got, 0xa5, sizeof(got));
+        AgentRecord saved = got;
+        assert_int_equal(store_agent_get(fx->store, "ghost", &got), -ENOENT);
+        assert_memory_equal(&got, &saved, sizeof(got));
+        assert_int_equal(store_agent_get(fx->store, "", &got), -ENOENT);
+        assert_int_equal(store_agent_get(fx->store, "KNOWN", &got), -ENOENT);
+}
+
+static void test_set_paused(void **state)
+{
+        Fixture *fx = *state;
+        open_store(fx);
+        insert(fx->store, "p", NULL);
+        assert_int_equal(store_agent_set_paused(fx->store, "ghost", true), -ENOENT);
+        assert_int_equal(store_agent_set_paused(fx->store, "ghost", false), -ENOENT);
+
+        for (int i = 0; i < 2; i++) {
+                assert_int_equal(store_agent_set_paused(fx->store, "p", true), 0);
+                AgentRecord got;
+                assert_int_equal(store_agent_get(fx->store, "p", &got), 0);
+                assert_true(got.paused);
+                agent_record_done(&got);
+        }
+        for (int i = 0; i < 2; i++) {
+                assert_int_equal(store_agent_set_paused(fx->store, "p", false), 0);
+                AgentRecord got;
+                assert_int_equal(store_agent_get(fx->store, "p", &got), 0);
+                assert_false(got.paused);
+                agent_record_done(&got);
+        }
+}
+
+static void test_list_sorted(void **state)
+{
+        Fixture *fx = *state;
+        open_store(fx);
+        const char *in[] = {"zeta", "alpha", "mid-1", "beta", "a0", "0a"};
+        const char *sorted[] = {"0a", "a0", "alpha", "beta", "mid-1", "zeta"};
+        for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++)
+                insert(fx->store, in[i], NULL);
+
+        AgentRecord *list = NULL;
+        size_t n = 0;
+        assert_int_equal(store_agent_list(fx->store, &list, &n), 0);
+        assert_int_equal(n, sizeof(sorted) / sizeof(sorted[0]));
+        for (size_t i = 0; i < n; i++)
+                assert_string_equal(list[i].name, sorted[i]);
+        agent_records_free(list, n);
+
+        char **names = NULL;
+        assert_int_equal(store_agent_names(fx->store, &names), 0);
+        size_t i = 0;
+        for (; names[i]; i++) {
+                assert_true(i < n);
+                assert_string_equal(names[i], sorted[i]);
+                free(names[i]);
+        }
+        assert_int_equal(i, n);
+        free(names);
+}
+
+static void test_list_empty(void **state)
+{
+        Fixture *fx = *state;
+        open_store(fx);
+        AgentRecord *list = (AgentRecord *)0x1;
+        size_t n = 99;
+        assert_int_equal(store_agent_list(fx->store, &list, &n), 0);
+        assert_int_equal(n, 0);
+        agent_records_free(list, n);
+}
+
+int main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+        const struct CMUnitTest tests[] = {
+                T(test_fresh_migrates),  T(test_journal_mode_wal),     T(test_reopen_keeps_data),
+                T(test_insert_defaults), T(test_newer_schema_refused), T(test_open_missing_dir),
+                T(test_memory),          T(test_insert_duplicate),     T(test_get_unknown),
+                T(test_set_paused),      T(test_list_sorted),          T(test_list_empty),
+        };
+        return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+}
