@@ -97,12 +97,16 @@ int client_request(const char *path, const json_t *req, int timeout_ms, json_t *
         int r = client_connect(path, &fd);
         if (r < 0)
                 return r;
-        r = client_send(fd, req);
-        if (r < 0)
-                return r;
+        int sent = client_send(fd, req);
+        if (sent < 0 && sent != -EPIPE && sent != -ECONNRESET)
+                return sent;
+        /* Even when the send failed because the daemon closed, its refusal (say, EACCES or
+         * EUSERS) may be waiting to be read. */
         LineFramer f;
         framer_init(&f, CLIENT_RESPONSE_MAX);
         r = client_recv(fd, &f, timeout_ms, ret_resp);
         framer_done(&f);
+        if (r < 0 && sent < 0)
+                return sent;
         return r;
 }

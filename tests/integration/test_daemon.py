@@ -176,3 +176,23 @@ def test_dev_mode_uses_dot_hive(tmpbase):
     assert p.returncode == 0
     assert "backend" in err  # the choice and why are logged
     assert not os.path.exists(sock)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating a group needs root")
+def test_socket_group_is_hive_admin(make_daemon):
+    import grp
+    created = False
+    try:
+        grp.getgrnam("hive-admin")
+    except KeyError:
+        subprocess.run(["groupadd", "--system", "hive-admin"], check=True)
+        created = True
+    try:
+        gid = grp.getgrnam("hive-admin").gr_gid
+        d = make_daemon()
+        st = os.stat(d.sock)
+        assert st.st_gid == gid and stat.S_IMODE(st.st_mode) == 0o660
+        d.stop()
+    finally:
+        if created:
+            subprocess.run(["groupdel", "hive-admin"], check=True)
