@@ -62,6 +62,8 @@ static const OptSpec options[] = {
          .metavar = "N", .doc = "concurrent host.sock connections; more are refused"},
         {O("idle-timeout", OPT_INT, idle_timeout), .def = "30", .min = 1, .max = 3600,
          .metavar = "SECONDS", .doc = "close a host.sock connection that sends nothing this long"},
+        {O("lease-seconds", OPT_INT, lease_seconds), .def = "600", .min = 1, .max = 86400,
+         .metavar = "SECONDS", .doc = "a received message not acked this long is offered again"},
         {O("check-config", OPT_FLAG, check_config),
          .doc = "print the resolved configuration, check it, and exit"},
 };

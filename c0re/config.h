@@ -20,6 +20,7 @@ typedef struct HiveConfig {
         char *matrix_url;
         int64_t max_clients;
         int64_t idle_timeout;
+        int64_t lease_seconds;
 } HiveConfig;
 
 /* Parses `serve` options (argv[0] is "serve").  Defaults depend on --dev wherever it stands.

@@ -14,6 +14,7 @@
 #include "timeutil.h"
 
 struct Conn {
+        Loop *loop;
         LoopSource *src;
         int fd;
         LineFramer in;
@@ -23,17 +24,21 @@ struct Conn {
         void *userdata;
         uint64_t last_activity;
         bool reading;
+        bool paused;
+        bool pump_scheduled;
+        bool eof; /* the peer finished sending */
         bool close_after_flush;
         bool closed;
         unsigned busy; /* > 0 while a callback runs: defer the free */
 };
 
 static void conn_handler(LoopSource *s, int fd, uint32_t events, void *userdata);
+static void conn_check_eof(Conn *c);
 
 static void conn_update_events(Conn *c)
 {
         uint32_t ev = 0;
-        if (c->reading)
+        if (c->reading && !c->paused)
                 ev |= EPOLLIN;
         if (c->out_len > c->out_off)
                 ev |= EPOLLOUT;
@@ -53,6 +58,7 @@ int conn_new(Loop *l, int fd, size_t max_line, const ConnOps *ops, void *userdat
                 close(fd);
                 return -ENOMEM;
         }
+        c->loop = l;
         c->fd = fd;
         c->ops = ops;
         c->userdata = userdata;
@@ -165,6 +171,46 @@ void conn_stop_reading(Conn *c)
         conn_update_events(c);
 }
 
+void conn_pause(Conn *c)
+{
+        if (c->closed || c->paused)
+                return;
+        c->paused = true;
+        conn_update_events(c);
+}
+
+/* Deferred: hands out the lines that were buffered while the connection was paused. */
+static void conn_pump(void *userdata)
+{
+        Conn *c = userdata;
+        c->pump_scheduled = false;
+        for (;;) {
+                char *line;
+                size_t len;
+                if (c->closed || !c->reading || c->paused)
+                        break;
+                if (framer_pop(&c->in, &line, &len) <= 0)
+                        break;
+                c->ops->on_line(c, line, len, c->userdata);
+        }
+        conn_check_eof(c);
+        c->busy--;
+        if (c->closed && c->busy == 0)
+                conn_free(c);
+}
+
+void conn_resume(Conn *c)
+{
+        if (c->closed || !c->paused)
+                return;
+        c->paused = false;
+        conn_update_events(c);
+        if (!c->pump_scheduled && loop_defer(c->loop, conn_pump, c) >= 0) {
+                c->pump_scheduled = true;
+                c->busy++; /* keeps c allocated until the pump ran */
+        }
+}
+
 void conn_close_after_flush(Conn *c)
 {
         if (c->closed)
@@ -197,6 +243,20 @@ static void conn_fail(Conn *c, int error)
         conn_close_after_flush(c);
 }
 
+/* After the peer's end of file, once every complete line was handed out: a partial line is
+ * an error; otherwise finish what is queued and close. */
+static void conn_check_eof(Conn *c)
+{
+        if (!c->eof || c->closed || c->paused || !c->reading)
+                return;
+        if (c->in.len - c->in.start > c->in.tail)
+                return; /* complete lines still buffered */
+        if (framer_pending(&c->in) > 0)
+                conn_fail(c, -EBADMSG);
+        else
+                conn_close_after_flush(c);
+}
+
 static void conn_read(Conn *c)
 {
         ssize_t k = framer_read(&c->in, c->fd);
@@ -215,20 +275,16 @@ static void conn_read(Conn *c)
         for (;;) {
                 char *line;
                 size_t len;
-                if (c->closed || !c->reading)
+                if (c->closed || !c->reading || c->paused)
                         return;
                 int r = framer_pop(&c->in, &line, &len);
                 if (r <= 0)
                         break;
                 c->ops->on_line(c, line, len, c->userdata);
         }
-        if (k == 0 && !c->closed) {
-                /* End of file: a partial line is an error; otherwise finish what is queued. */
-                if (framer_pending(&c->in) > 0 && c->reading)
-                        conn_fail(c, -EBADMSG);
-                else
-                        conn_close_after_flush(c);
-        }
+        if (k == 0)
+                c->eof = true;
+        conn_check_eof(c);
 }
 
 static void conn_handler(LoopSource *s, int fd, uint32_t events, void *userdata)
@@ -242,7 +298,7 @@ static void conn_handler(LoopSource *s, int fd, uint32_t events, void *userdata)
                         conn_settle(c);
         }
         if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->closed) {
-                if (c->reading)
+                if (c->reading && !c->paused)
                         conn_read(c);
                 else if (events & (EPOLLHUP | EPOLLERR))
                         conn_close(c); /* the peer is gone; nobody will read what is left */

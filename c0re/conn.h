@@ -29,6 +29,10 @@ int conn_new(Loop *l, int fd, size_t max_line, const ConnOps *ops, void *userdat
 int conn_send(Conn *c, const char *data, size_t len);
 /* Stops reading requests; lines already buffered are dropped. */
 void conn_stop_reading(Conn *c);
+/* Holds further lines (buffered ones included) until conn_resume(). */
+void conn_pause(Conn *c);
+/* Delivers held lines again: buffered ones from a deferred callback, then new input. */
+void conn_resume(Conn *c);
 /* Closes once every queued byte is written (at once if none is). */
 void conn_close_after_flush(Conn *c);
 /* Closes now, dropping queued output. */

@@ -17,7 +17,9 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "agent_server.h"
 #include "backend.h"
+#include "broker.h"
 #include "cleanup.h"
 #include "client.h"
 #include "daemon.h"
@@ -48,6 +50,31 @@ static bool host_peer_allowed(uid_t uid, gid_t gid, void *userdata)
                 if (groups[i] == d->admin_gid)
                         return true;
         return false;
+}
+
+static bool host_batch_open(void *userdata)
+{
+        Daemon *d = userdata;
+        return store_batch_open(d->store);
+}
+
+/* After every loop round: commit the write batch once, then release the answers that waited
+ * for it (group commit). */
+static void daemon_commit(void *userdata)
+{
+        Daemon *d = userdata;
+        if (!store_batch_open(d->store))
+                return;
+        int r = store_batch_commit(d->store);
+        server_release_held(d->host, r);
+        agent_server_release_held(d->agents, r);
+        /* Answers released above may have written (a lease dropped on a closed
+         * connection): commit that too. */
+        if (store_batch_open(d->store)) {
+                r = store_batch_commit(d->store);
+                server_release_held(d->host, r);
+                agent_server_release_held(d->agents, r);
+        }
 }
 
 static void on_signal(LoopSource *s, int fd, uint32_t events, void *userdata)
@@ -174,10 +201,22 @@ static int daemon_start(Daemon *d)
                 .max_clients = (unsigned)c->max_clients,
                 .idle_timeout_sec = (unsigned)c->idle_timeout,
                 .peer_allowed = host_peer_allowed,
+                .batch_open = host_batch_open,
         };
         r = server_new(d->loop, sock, &so, &d->host);
         if (r < 0)
                 return r;
+
+        r = broker_clear_leases(d->store);
+        if (r > 0)
+                log_info("offering %d message(s) leased before the restart again", r);
+        r = store_batch_commit(d->store);
+        if (r < 0)
+                return log_error_errno(r, "cannot clear old leases: %m");
+        r = agent_server_new(d, &d->agents);
+        if (r < 0)
+                return log_error_errno(r, "cannot create the agent sockets: %m");
+        loop_set_post(d->loop, daemon_commit, d);
         log_info("hive-c0re %s serving %s (state %s%s)", HIVE_VERSION, sock, c->state_dir,
                  c->dev ? ", development mode" : "");
         return 0;
@@ -185,7 +224,12 @@ static int daemon_start(Daemon *d)
 
 static void daemon_stop(Daemon *d)
 {
+        if (d->store && store_batch_open(d->store))
+                (void)store_batch_commit(d->store);
+        d->agents = agent_server_free(d->agents);
         d->host = server_free(d->host);
+        if (d->store && store_batch_open(d->store))
+                (void)store_batch_commit(d->store); /* leases dropped by the closes */
         loop_remove(d->signal_src);
         if (d->signal_fd >= 0)
                 close(d->signal_fd);
@@ -197,7 +241,11 @@ static void daemon_stop(Daemon *d)
 
 int daemon_run(HiveConfig *cfg)
 {
-        Daemon d = {.cfg = cfg, .lock_fd = -1, .signal_fd = -1, .admin_gid = (gid_t)-1};
+        Daemon d = {.cfg = cfg,
+                    .lock_fd = -1,
+                    .signal_fd = -1,
+                    .admin_gid = (gid_t)-1,
+                    .lease_ms = cfg->lease_seconds * 1000};
         log_set_max_level(log_level_from_string(cfg->log_level));
 
         int r = daemon_start(&d);

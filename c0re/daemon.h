@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "config.h"
@@ -9,12 +10,16 @@
 #include "server.h"
 #include "store.h"
 
+typedef struct AgentServer AgentServer;
+
 typedef struct Daemon {
         HiveConfig *cfg;
         Loop *loop;
         Store *store;
         Server *host;
-        const char *backend;        /* the chosen backend's name */
+        AgentServer *agents;
+        int64_t lease_ms;    /* how long a recv'd message stays leased before it is offered again */
+        const char *backend; /* the chosen backend's name */
         const char *backend_reason; /* why it was chosen */
         gid_t admin_gid;            /* hive-admin, or (gid_t)-1 when the group does not exist */
         int lock_fd;

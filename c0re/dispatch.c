@@ -154,10 +154,10 @@ static const VerbSpec *dispatch_check(DispatchCtx *ctx, const VerbTable *t, cons
         return v;
 }
 
-int dispatch_line(const VerbTable *t, void *userdata, const char *line, size_t len, char **ret,
-                  size_t *ret_len, const VerbSpec **ret_verb)
+int dispatch_line(const VerbTable *t, void *userdata, void *origin, const char *line, size_t len,
+                  char **ret, size_t *ret_len, const VerbSpec **ret_verb)
 {
-        DispatchCtx ctx = {.userdata = userdata};
+        DispatchCtx ctx = {.userdata = userdata, .origin = origin};
         const VerbSpec *v = NULL;
         json_t *resp = NULL;
 
@@ -175,6 +175,17 @@ int dispatch_line(const VerbTable *t, void *userdata, const char *line, size_t l
                         ctx.error = -ENOMEM;
                 } else {
                         int r = v->handler(&ctx, req, resp);
+                        if (r == DISPATCH_PARKED) {
+                                json_decref(resp);
+                                json_decref(req);
+                                free(ctx.error_msg);
+                                *ret = NULL;
+                                if (ret_len)
+                                        *ret_len = 0;
+                                if (ret_verb)
+                                        *ret_verb = v;
+                                return 2;
+                        }
                         if (r < 0) {
                                 if (ctx.error == 0)
                                         ctx.error = r;

@@ -8,13 +8,16 @@
 #include <stddef.h>
 
 typedef struct DispatchCtx {
-        void *userdata; /* the socket's owner (the daemon) */
+        void *userdata; /* the socket's owner (the daemon, an agent endpoint) */
+        void *origin;   /* where the request came from (a ServerConn), or NULL */
         int error;
         char *error_msg;
 } DispatchCtx;
 
 /* Fills resp (which already holds "version" and "ok") with the answer's keys and returns 0,
- * or returns a negative errno, normally through dispatch_fail(). */
+ * or returns a negative errno, normally through dispatch_fail().  Returns DISPATCH_PARKED
+ * when it took the request over and will answer later through ctx->origin. */
+#define DISPATCH_PARKED 1
 typedef int (*VerbHandler)(DispatchCtx *ctx, json_t *req, json_t *resp);
 
 typedef enum {
@@ -56,8 +59,9 @@ int dispatch_fail(DispatchCtx *ctx, int error, const char *fmt, ...)
 
 /* Handles one request line and produces one response line (with '\n', malloc'ed) in *ret.
  * *ret_verb is the matched verb or NULL.  Returns 1 if the response says ok, 0 if it is a
- * refusal, -ENOMEM if no response could be built. */
-int dispatch_line(const VerbTable *t, void *userdata, const char *line, size_t len, char **ret,
-                  size_t *ret_len, const VerbSpec **ret_verb);
+ * refusal, 2 if the handler parked the request (*ret is then NULL), -ENOMEM if no response
+ * could be built. */
+int dispatch_line(const VerbTable *t, void *userdata, void *origin, const char *line, size_t len,
+                  char **ret, size_t *ret_len, const VerbSpec **ret_verb);
 
 const VerbSpec *dispatch_find(const VerbTable *t, const char *cmd);

@@ -10,7 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agent_server.h"
 #include "backend.h"
+#include "broker.h"
 #include "cleanup.h"
 #include "container_view.h"
 #include "daemon.h"
@@ -166,6 +168,58 @@ static int verb_set_paused(DispatchCtx *ctx, json_t *req, json_t *resp)
         return 0;
 }
 
+static int verb_send(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        return agent_server_send(d, ctx, OPERATOR_NAME, req, resp);
+}
+
+static int verb_operator_inbox(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        json_t *jl = json_object_get(req, "limit");
+        int64_t limit = jl ? json_integer_value(jl) : 50;
+        if (limit < 1 || limit > BROKER_RECENT_MAX)
+                return dispatch_fail(ctx, -EINVAL, "\"limit\" must be from 1 to %d",
+                                     BROKER_RECENT_MAX);
+        json_t *arr = json_array();
+        if (!arr || json_object_set_new(resp, "messages", arr) < 0)
+                return -ENOMEM;
+        int r = broker_unacked(d->store, OPERATOR_NAME, (unsigned)limit, arr);
+        return r < 0 ? store_failure(ctx, r, "reading the operator inbox") : 0;
+}
+
+static int verb_operator_ack(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        _cleanup_free_ int64_t *ids = NULL;
+        size_t n = 0;
+        int r = agent_server_ids(ctx, req, &ids, &n);
+        if (r < 0)
+                return r;
+        r = broker_ack(d->store, OPERATOR_NAME, ids, n);
+        if (r < 0)
+                return store_failure(ctx, r, "acknowledging");
+        return json_object_set_new(resp, "acked", json_integer(r)) < 0 ? -ENOMEM : 0;
+}
+
+static const FieldSpec send_fields[] = {
+        {"to", FT_STRING, true},
+        {"body", FT_STRING, true},
+        {"in_reply_to", FT_INT, false},
+        {NULL, 0, false},
+};
+
+static const FieldSpec inbox_fields[] = {
+        {"limit", FT_INT, false},
+        {NULL, 0, false},
+};
+
+static const FieldSpec ack_fields[] = {
+        {"ids", FT_ARRAY, true},
+        {NULL, 0, false},
+};
+
 static const FieldSpec set_paused_fields[] = {
         {"name", FT_STRING, true},
         {"paused", FT_BOOL, true},
@@ -179,6 +233,10 @@ static const VerbSpec host_verbs[] = {
         {"version", verb_version, NULL, 0, "daemon and protocol version, backends"},
         {"set_paused", verb_set_paused, set_paused_fields, 0,
          "park or un-park an agent's turn loop"},
+        {"send", verb_send, send_fields, 0, "send a message as the operator"},
+        {"operator_inbox", verb_operator_inbox, inbox_fields, 0,
+         "unacknowledged messages to the operator"},
+        {"operator_ack", verb_operator_ack, ack_fields, 0, "acknowledge operator messages"},
 };
 
 const VerbTable host_verb_table = {

@@ -2,6 +2,7 @@
  * round ends, so a handler never sees a freed source. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -18,9 +19,18 @@ struct LoopSource {
         LoopSource *prev, *next; /* every live or dead source, for loop_free */
 };
 
+typedef struct Deferred {
+        void (*fn)(void *userdata);
+        void *userdata;
+} Deferred;
+
 struct Loop {
         int epfd;
         bool quit;
+        Deferred *deferred;
+        size_t n_deferred, cap_deferred;
+        void (*post)(void *userdata);
+        void *post_userdata;
         LoopSource *dead;
         LoopSource *sources;
 };
@@ -63,6 +73,7 @@ Loop *loop_free(Loop *l)
                 free(s);
         }
         close(l->epfd);
+        free(l->deferred);
         free(l);
         return NULL;
 }
@@ -106,12 +117,42 @@ void loop_remove(LoopSource *s)
         s->loop->dead = s;
 }
 
+int loop_defer(Loop *l, void (*fn)(void *userdata), void *userdata)
+{
+        if (l->n_deferred == l->cap_deferred) {
+                size_t cap = l->cap_deferred ? l->cap_deferred * 2 : 16;
+                Deferred *d = realloc(l->deferred, cap * sizeof(*d));
+                if (!d)
+                        return -ENOMEM;
+                l->deferred = d;
+                l->cap_deferred = cap;
+        }
+        l->deferred[l->n_deferred++] = (Deferred){fn, userdata};
+        return 0;
+}
+
+void loop_set_post(Loop *l, void (*fn)(void *userdata), void *userdata)
+{
+        l->post = fn;
+        l->post_userdata = userdata;
+}
+
+/* Runs the callbacks deferred so far; ones they defer in turn wait for the next round. */
+static void loop_run_deferred(Loop *l)
+{
+        size_t n = l->n_deferred;
+        for (size_t i = 0; i < n; i++)
+                l->deferred[i].fn(l->deferred[i].userdata);
+        memmove(l->deferred, l->deferred + n, (l->n_deferred - n) * sizeof(Deferred));
+        l->n_deferred -= n;
+}
+
 int loop_run(Loop *l)
 {
         struct epoll_event evs[64];
         l->quit = false;
         while (!l->quit) {
-                int n = epoll_wait(l->epfd, evs, (int)ELEMENTSOF(evs), -1);
+                int n = epoll_wait(l->epfd, evs, (int)ELEMENTSOF(evs), l->n_deferred ? 0 : -1);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -122,6 +163,9 @@ int loop_run(Loop *l)
                         if (!s->dead)
                                 s->handler(s, s->fd, evs[i].events, s->userdata);
                 }
+                loop_run_deferred(l);
+                if (l->post)
+                        l->post(l->post_userdata);
                 loop_reap(l);
         }
         return 0;

@@ -21,6 +21,13 @@ int loop_set_events(LoopSource *s, uint32_t events);
 /* Stops watching; the source is freed after the current dispatch round.  Accepts NULL. */
 void loop_remove(LoopSource *s);
 
+/* Runs fn(userdata) after the current dispatch round (or the next one), outside any
+ * handler.  Returns 0 or -ENOMEM. */
+int loop_defer(Loop *l, void (*fn)(void *userdata), void *userdata);
+/* Sets the hook run after every round, after the deferred callbacks (the daemon commits its
+ * write batch there). */
+void loop_set_post(Loop *l, void (*fn)(void *userdata), void *userdata);
+
 /* Runs until loop_quit().  Returns 0, or a negative errno if epoll fails. */
 int loop_run(Loop *l);
 void loop_quit(Loop *l);

@@ -3,6 +3,7 @@
 #define LOG_SUBSYSTEM "server"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -27,6 +28,12 @@ struct ServerConn {
         Server *server;
         Conn *conn;
         ServerConn *prev, *next;
+        bool parked; /* a handler will answer later */
+        char *held;  /* answer waiting for the write batch to commit */
+        size_t held_len;
+        ServerConn *next_held;
+        ServerDropFn drop;
+        void *drop_data;
 };
 
 struct Server {
@@ -41,6 +48,7 @@ struct Server {
         ino_t ino;
         ServerConn *conns;
         unsigned n_conns;
+        ServerConn *held; /* connections with an answer waiting for the commit */
 };
 
 static void send_error(Conn *c, int error, const char *msg)
@@ -52,25 +60,123 @@ static void send_error(Conn *c, int error, const char *msg)
                 (void)conn_send(c, line, len);
 }
 
+static void drop_finish(ServerConn *sc, bool dropped)
+{
+        ServerDropFn fn = sc->drop;
+        void *data = sc->drop_data;
+        sc->drop = NULL;
+        sc->drop_data = NULL;
+        if (fn)
+                fn(data, dropped);
+}
+
+/* Writes an answer and gets the connection ready for the next request (or closes it). */
+static void reply_write(ServerConn *sc, const char *line, size_t len)
+{
+        Conn *c = sc->conn;
+        if (conn_send(c, line, len) < 0)
+                return; /* closed: on_close ran the drop callback */
+        if (conn_output_pending(c) == 0)
+                drop_finish(sc, false);
+        if (sc->server->opts.one_shot)
+                conn_close_after_flush(c);
+        else
+                conn_resume(c);
+}
+
+/* Answers now, or holds the answer until the open write batch commits. */
+static void reply_line(ServerConn *sc, char *line, size_t len)
+{
+        Server *s = sc->server;
+        if (s->opts.batch_open && s->opts.batch_open(s->opts.userdata)) {
+                free(sc->held);
+                sc->held = line;
+                sc->held_len = len;
+                sc->next_held = s->held;
+                s->held = sc;
+                return;
+        }
+        reply_write(sc, line, len);
+        free(line);
+}
+
+void server_conn_reply(ServerConn *sc, json_t *resp)
+{
+        size_t len = 0;
+        char *line = resp ? proto_dump_line(resp, &len) : NULL;
+        json_decref(resp);
+        sc->parked = false;
+        if (!line) {
+                conn_close(sc->conn);
+                return;
+        }
+        reply_line(sc, line, len);
+}
+
+void server_conn_on_drop(ServerConn *sc, ServerDropFn fn, void *data)
+{
+        drop_finish(sc, false);
+        sc->drop = fn;
+        sc->drop_data = data;
+}
+
+void *server_conn_userdata(ServerConn *sc)
+{
+        return sc->server->opts.userdata;
+}
+
+void server_release_held(Server *s, int commit_result)
+{
+        while (s->held) {
+                ServerConn *sc = s->held;
+                s->held = sc->next_held;
+                sc->next_held = NULL;
+                char *line = TAKE_PTR(sc->held);
+                size_t len = sc->held_len;
+                if (commit_result < 0) {
+                        free(line);
+                        drop_finish(sc, true);
+                        char msg[256];
+                        snprintf(msg, sizeof(msg),
+                                 "the database could not commit (%s); nothing was changed, try "
+                                 "again",
+                                 strerror(-commit_result));
+                        _cleanup_json_ json_t *j =
+                                proto_error_new(msg, hive_errno_name(commit_result));
+                        line = j ? proto_dump_line(j, &len) : NULL;
+                        if (!line) {
+                                conn_close(sc->conn);
+                                continue;
+                        }
+                }
+                reply_write(sc, line, len);
+                free(line);
+        }
+}
+
 static void on_line(Conn *c, char *line, size_t len, void *userdata)
 {
         ServerConn *sc = userdata;
         Server *s = sc->server;
         if (s->opts.one_shot)
                 conn_stop_reading(c);
+        else
+                conn_pause(c);  /* one request at a time, answers in order */
+        drop_finish(sc, false); /* a new request: the previous answer arrived */
 
-        _cleanup_free_ char *out = NULL;
+        char *out = NULL;
         size_t out_len = 0;
-        int r = dispatch_line(s->opts.table, s->opts.userdata, line, len, &out, &out_len, NULL);
+        int r = dispatch_line(s->opts.table, s->opts.userdata, sc, line, len, &out, &out_len, NULL);
         if (r < 0) {
                 log_error_errno(r, "cannot build a response: %m");
                 conn_close(c);
                 return;
         }
-        if (conn_send(c, out, out_len) < 0)
-                return; /* closed */
-        if (s->opts.one_shot)
-                conn_close_after_flush(c);
+        if (r == 2) {
+                sc->parked = true;
+                return;
+        }
+        reply_line(sc, out, out_len);
 }
 
 static void on_error(Conn *c, int error, void *userdata)
@@ -92,6 +198,15 @@ static void on_close(Conn *c, void *userdata)
 {
         ServerConn *sc = userdata;
         Server *s = sc->server;
+        if (sc->held) {
+                for (ServerConn **p = &s->held; *p; p = &(*p)->next_held)
+                        if (*p == sc) {
+                                *p = sc->next_held;
+                                break;
+                        }
+                free(sc->held);
+        }
+        drop_finish(sc, true);
         if (sc->prev)
                 sc->prev->next = sc->next;
         else
@@ -182,7 +297,7 @@ static void on_timer(LoopSource *src, int fd, uint32_t events, void *userdata)
         uint64_t limit = (uint64_t)s->opts.idle_timeout_sec * 1000000u;
         for (ServerConn *sc = s->conns, *next; sc; sc = next) {
                 next = sc->next;
-                if (now - conn_last_activity(sc->conn) > limit) {
+                if (!sc->parked && now - conn_last_activity(sc->conn) > limit) {
                         log_debug("closing a connection idle for over %u s",
                                   s->opts.idle_timeout_sec);
                         conn_close(sc->conn);
@@ -242,6 +357,8 @@ int server_new(Loop *l, const char *path, const ServerOptions *opts, Server **re
         if (r < 0)
                 goto fail;
 
+        if (opts->idle_timeout_sec == 0)
+                goto done;
         s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
         if (s->timer_fd < 0) {
                 r = -errno;
@@ -253,7 +370,7 @@ int server_new(Loop *l, const char *path, const ServerOptions *opts, Server **re
         r = loop_add(l, s->timer_fd, EPOLLIN, on_timer, s, &s->timer_src);
         if (r < 0)
                 goto fail;
-
+done:
         *ret = s;
         return 0;
 fail:

@@ -5,10 +5,17 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include <jansson.h>
+
 #include "dispatch.h"
 #include "loop.h"
 
 typedef struct Server Server;
+typedef struct ServerConn ServerConn;
+
+/* Called exactly once per registration: dropped is true when the connection closed before
+ * the answer it guards was written, false when it was written (or replaced).  Frees data. */
+typedef void (*ServerDropFn)(void *data, bool dropped);
 
 typedef struct ServerOptions {
         const VerbTable *table;
@@ -17,7 +24,9 @@ typedef struct ServerOptions {
         mode_t mode;    /* socket file mode */
         gid_t gid;      /* group of the socket file; (gid_t)-1 = leave it */
         unsigned max_clients;
-        unsigned idle_timeout_sec;
+        unsigned idle_timeout_sec; /* 0: never */
+        /* Whether a write batch is open: answers then wait for server_release_held(). */
+        bool (*batch_open)(void *userdata);
         /* Decides whether a peer may talk to this socket (SO_PEERCRED); NULL = everyone
          * who can open the file. */
         bool (*peer_allowed)(uid_t uid, gid_t gid, void *userdata);
@@ -31,3 +40,13 @@ int server_new(Loop *l, const char *path, const ServerOptions *opts, Server **re
 Server *server_free(Server *s);
 
 unsigned server_n_connections(const Server *s);
+
+/* Answers the request that a handler parked on sc (ctx->origin); takes resp. */
+void server_conn_reply(ServerConn *sc, json_t *resp);
+/* Guards the answer now being produced on sc (see ServerDropFn). */
+void server_conn_on_drop(ServerConn *sc, ServerDropFn fn, void *data);
+/* The endpoint's userdata of the connection's server. */
+void *server_conn_userdata(ServerConn *sc);
+/* Writes the answers held for the write batch; if commit_result < 0 they are replaced by a
+ * refusal saying the database could not commit. */
+void server_release_held(Server *s, int commit_result);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cleanup.h"
 #include "log.h"
@@ -15,6 +16,9 @@
 
 struct Store {
         sqlite3 *db;
+        bool batch_open;
+        bool batch_durable;
+        int sync_mode; /* the synchronous pragma in force: 1 NORMAL, 2 FULL */
 };
 
 /* Forward-only migrations: entry i moves the schema from version i to i+1.  Never edit a
@@ -37,9 +41,26 @@ static const char *const migrations[] = {
         "  deployed_sha TEXT"
         ");"
         "CREATE UNIQUE INDEX agents_live_name ON agents(name) WHERE destroyed_at IS NULL;",
+        /* 1 → 2: the broker's messages.  Times are unix milliseconds. */
+        "CREATE TABLE messages ("
+        "  id INTEGER PRIMARY KEY,"
+        "  sender TEXT NOT NULL,"
+        "  recipient TEXT NOT NULL,"
+        "  body TEXT NOT NULL,"
+        "  in_reply_to INTEGER,"
+        "  sent_at INTEGER NOT NULL,"
+        "  leased_until INTEGER,"
+        "  delivered_at INTEGER,"
+        "  deliveries INTEGER NOT NULL DEFAULT 0,"
+        "  acked_at INTEGER"
+        ");"
+        "CREATE INDEX messages_inbox ON messages(recipient, id) WHERE acked_at IS NULL;"
+        "CREATE INDEX messages_recent_to ON messages(recipient, sent_at);"
+        "CREATE INDEX messages_recent_from ON messages(sender, sent_at);"
+        "CREATE INDEX messages_acked ON messages(acked_at) WHERE acked_at IS NOT NULL;",
 };
 
-static int store_errno(Store *s, int rc, const char *what)
+int store_sqlite_errno(Store *s, int rc, const char *what)
 {
         int r;
         switch (rc & 0xff) {
@@ -79,7 +100,7 @@ static int store_exec(Store *s, const char *sql)
         if (rc != SQLITE_OK) {
                 log_debug("exec failed: %s", err ? err : "?");
                 sqlite3_free(err);
-                return store_errno(s, rc, "exec");
+                return store_sqlite_errno(s, rc, "exec");
         }
         return 0;
 }
@@ -94,12 +115,12 @@ int store_get_version(Store *s, int *ret)
         sqlite3_stmt *st = NULL;
         int rc = sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL);
         if (rc != SQLITE_OK)
-                return store_errno(s, rc, "user_version");
+                return store_sqlite_errno(s, rc, "user_version");
         rc = sqlite3_step(st);
         int v = sqlite3_column_int(st, 0);
         sqlite3_finalize(st);
         if (rc != SQLITE_ROW)
-                return store_errno(s, rc, "user_version");
+                return store_sqlite_errno(s, rc, "user_version");
         *ret = v;
         return 0;
 }
@@ -146,12 +167,13 @@ int store_open(const char *path, Store **ret)
                                  NULL);
         int r;
         if (rc != SQLITE_OK) {
-                r = store_errno(s, rc, "open");
+                r = store_sqlite_errno(s, rc, "open");
                 goto fail;
         }
         sqlite3_busy_timeout(s->db, 5000);
         r = store_exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
                           "PRAGMA foreign_keys=ON;");
+        s->sync_mode = 2;
         if (r < 0)
                 goto fail;
         r = store_migrate(s);
@@ -168,6 +190,8 @@ Store *store_close(Store *s)
 {
         if (!s)
                 return NULL;
+        if (s->batch_open)
+                (void)store_batch_commit(s);
         sqlite3_close_v2(s->db);
         free(s);
         return NULL;
@@ -233,7 +257,7 @@ int store_agent_list(Store *s, AgentRecord **ret, size_t *ret_n)
                                     "WHERE destroyed_at IS NULL ORDER BY name",
                                     -1, &st, NULL);
         if (rc != SQLITE_OK)
-                return store_errno(s, rc, "list agents");
+                return store_sqlite_errno(s, rc, "list agents");
 
         AgentRecord *v = NULL;
         size_t n = 0, cap = 0;
@@ -255,7 +279,7 @@ int store_agent_list(Store *s, AgentRecord **ret, size_t *ret_n)
                 n++;
         }
         if (r == 0 && rc != SQLITE_DONE)
-                r = store_errno(s, rc, "list agents");
+                r = store_sqlite_errno(s, rc, "list agents");
         sqlite3_finalize(st);
         if (r < 0) {
                 agent_records_free(v, n);
@@ -293,7 +317,7 @@ int store_agent_get(Store *s, const char *name, AgentRecord *ret)
                                     "WHERE destroyed_at IS NULL AND name = ?1",
                                     -1, &st, NULL);
         if (rc != SQLITE_OK)
-                return store_errno(s, rc, "get agent");
+                return store_sqlite_errno(s, rc, "get agent");
         sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
         int r;
@@ -302,7 +326,7 @@ int store_agent_get(Store *s, const char *name, AgentRecord *ret)
         else if (rc == SQLITE_DONE)
                 r = -ENOENT;
         else
-                r = store_errno(s, rc, "get agent");
+                r = store_sqlite_errno(s, rc, "get agent");
         sqlite3_finalize(st);
         return r;
 }
@@ -325,6 +349,9 @@ static void bind_int_or_null(sqlite3_stmt *st, int i, int64_t v)
 
 int store_agent_insert(Store *s, const AgentRecord *a)
 {
+        int w = store_batch_write(s, true);
+        if (w < 0)
+                return w;
         sqlite3_stmt *st = NULL;
         int rc = sqlite3_prepare_v2(
                 s->db,
@@ -333,7 +360,7 @@ int store_agent_insert(Store *s, const AgentRecord *a)
                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 -1, &st, NULL);
         if (rc != SQLITE_OK)
-                return store_errno(s, rc, "insert agent");
+                return store_sqlite_errno(s, rc, "insert agent");
         sqlite3_bind_text(st, 1, a->name, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, a->role ? a->role : "agent", -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 3, a->created_at ? a->created_at : timeutil_now());
@@ -348,24 +375,128 @@ int store_agent_insert(Store *s, const AgentRecord *a)
         rc = sqlite3_step(st);
         sqlite3_finalize(st);
         if (rc != SQLITE_DONE)
-                return store_errno(s, rc, "insert agent");
+                return store_sqlite_errno(s, rc, "insert agent");
         return 0;
 }
 
 int store_agent_set_paused(Store *s, const char *name, bool paused)
 {
+        int w = store_batch_write(s, true);
+        if (w < 0)
+                return w;
         sqlite3_stmt *st = NULL;
         int rc = sqlite3_prepare_v2(s->db,
                                     "UPDATE agents SET paused = ?2 "
                                     "WHERE destroyed_at IS NULL AND name = ?1",
                                     -1, &st, NULL);
         if (rc != SQLITE_OK)
-                return store_errno(s, rc, "set paused");
+                return store_sqlite_errno(s, rc, "set paused");
         sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 2, paused);
         rc = sqlite3_step(st);
         sqlite3_finalize(st);
         if (rc != SQLITE_DONE)
-                return store_errno(s, rc, "set paused");
+                return store_sqlite_errno(s, rc, "set paused");
+        return sqlite3_changes(s->db) > 0 ? 0 : -ENOENT;
+}
+
+struct sqlite3 *store_db(Store *s)
+{
+        return s->db;
+}
+
+int64_t store_now_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int store_set_sync(Store *s, int mode)
+{
+        if (s->sync_mode == mode)
+                return 0;
+        int r = store_exec(s, mode == 2 ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+        if (r >= 0)
+                s->sync_mode = mode;
+        return r;
+}
+
+int store_batch_write(Store *s, bool durable)
+{
+        if (s->batch_open && durable && !s->batch_durable) {
+                /* synchronous cannot change inside a transaction: close this one unflushed */
+                int r = store_batch_commit(s);
+                if (r < 0)
+                        return r;
+        }
+        if (s->batch_open)
+                return 0;
+        int r = store_set_sync(s, durable ? 2 : 1);
+        if (r < 0)
+                return r;
+        r = store_exec(s, "BEGIN IMMEDIATE");
+        if (r < 0)
+                return r;
+        s->batch_open = true;
+        s->batch_durable = durable;
+        return 0;
+}
+
+bool store_batch_open(Store *s)
+{
+        return s->batch_open;
+}
+
+int store_batch_commit(Store *s)
+{
+        if (!s->batch_open)
+                return 0;
+        s->batch_open = false;
+        int r = store_exec(s, "COMMIT");
+        if (r < 0) {
+                log_error_errno(r, "commit failed: %m");
+                (void)store_exec(s, "ROLLBACK");
+        }
+        return r;
+}
+
+int store_op_begin(Store *s)
+{
+        return store_exec(s, "SAVEPOINT op");
+}
+
+int store_op_end(Store *s, int r)
+{
+        if (r < 0) {
+                (void)store_exec(s, "ROLLBACK TO op");
+                (void)store_exec(s, "RELEASE op");
+                return r;
+        }
+        int k = store_exec(s, "RELEASE op");
+        return k < 0 ? k : r;
+}
+
+int store_agent_set_status(Store *s, const char *name, const char *text)
+{
+        int w = store_batch_write(s, true);
+        if (w < 0)
+                return w;
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v2(s->db,
+                                    "UPDATE agents SET status_text = ?2, status_set_at = ?3 "
+                                    "WHERE destroyed_at IS NULL AND name = ?1",
+                                    -1, &st, NULL);
+        if (rc != SQLITE_OK)
+                return store_sqlite_errno(s, rc, "set status");
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        if (text) {
+                sqlite3_bind_text(st, 2, text, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 3, timeutil_now());
+        }
+        rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+                return store_sqlite_errno(s, rc, "set status");
         return sqlite3_changes(s->db) > 0 ? 0 : -ENOENT;
 }

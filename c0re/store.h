@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 typedef struct Store Store;
+struct sqlite3;
 
 /* One row of the agents table. */
 typedef struct AgentRecord {
@@ -31,6 +32,7 @@ void agent_records_free(AgentRecord *a, size_t n);
  * line at debug level naming the sqlite error), -EPROTONOSUPPORT if the file's schema is
  * newer than this binary's. */
 int store_open(const char *path, Store **ret);
+/* Commits an open write batch, then closes.  Returns NULL. */
 Store *store_close(Store *s);
 
 /* The schema version this binary migrates to. */
@@ -46,5 +48,29 @@ int store_agent_list(Store *s, AgentRecord **ret, size_t *ret_n);
 int store_agent_get(Store *s, const char *name, AgentRecord *ret);
 /* Inserts a live agent: 0, or -EEXIST when a live agent has that name. */
 int store_agent_insert(Store *s, const AgentRecord *a);
+/* Sets (text) or clears (NULL) a live agent's status text, stamped now: 0, or -ENOENT. */
+int store_agent_set_status(Store *s, const char *name, const char *text);
 /* Sets the paused flag of a live agent: 0, or -ENOENT. */
 int store_agent_set_paused(Store *s, const char *name, bool paused);
+
+/* The connection, for subsystems that keep their own SQL (broker.c, …). */
+struct sqlite3 *store_db(Store *s);
+/* Translates a sqlite result code to a negative errno (logged at debug with what). */
+int store_sqlite_errno(Store *s, int rc, const char *what);
+
+/* Write batches (group commit).  Every write made during one main-loop round joins one
+ * transaction, committed once at the end of the round; answers to requests that wrote wait
+ * for that commit.  store_batch_write() opens the batch if needed; durable writes make the
+ * commit flush to disk (synchronous=FULL), others commit without a flush (NORMAL).  A
+ * durable write joining a non-durable batch commits that batch first. */
+int store_batch_write(Store *s, bool durable);
+bool store_batch_open(Store *s);
+/* Commits the open batch (no-op if none).  On failure the batch is rolled back. */
+int store_batch_commit(Store *s);
+
+/* Savepoints around one multi-statement operation inside a batch. */
+int store_op_begin(Store *s);
+int store_op_end(Store *s, int r); /* releases if r >= 0, rolls back otherwise; returns r */
+
+/* Milliseconds since the epoch (CLOCK_REALTIME). */
+int64_t store_now_ms(void);

@@ -73,7 +73,7 @@ static char *dispatch_raw(Fixture *fx, const char *line, size_t len, int want_r)
         char *out = NULL;
         size_t out_len = 0;
         const VerbSpec *verb = (const VerbSpec *)0x1;
-        int r = dispatch_line(&host_verb_table, &fx->d, line, len, &out, &out_len, &verb);
+        int r = dispatch_line(&host_verb_table, &fx->d, NULL, line, len, &out, &out_len, &verb);
         assert_int_equal(r, want_r);
         assert_non_null(out);
         assert_int_equal(out_len, strlen(out));

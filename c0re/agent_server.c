@@ -1,0 +1,651 @@
+/* Agent and manager sockets: one Server per identity, the verbs agents call, and the parked
+ * long-poll receivers, woken in the same write batch as the message that wakes them. */
+#define LOG_SUBSYSTEM "agents"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "agent_server.h"
+#include "broker.h"
+#include "cleanup.h"
+#include "fsutil.h"
+#include "hive-config.h"
+#include "host_verbs.h"
+#include "log.h"
+#include "proto.h"
+#include "timeutil.h"
+
+#define RECV_WAIT_MAX   180 /* seconds a recv may park */
+#define ACK_IDS_MAX     256
+#define WAKE_FROM_MAX   64
+#define STATUS_TEXT_MAX 500
+
+typedef struct AgentEndpoint AgentEndpoint;
+typedef struct Waiter Waiter;
+
+struct Waiter {
+        AgentEndpoint *ep;
+        ServerConn *sc;
+        uint64_t deadline; /* CLOCK_MONOTONIC µs */
+        unsigned max;
+        Waiter *prev, *next;
+};
+
+struct AgentEndpoint {
+        AgentServer *as;
+        char *name;
+        bool manager;
+        Server *srv;
+        Waiter *waiters, *waiters_tail;
+        AgentEndpoint *next;
+};
+
+struct AgentServer {
+        Daemon *d;
+        AgentEndpoint *endpoints;
+        int timer_fd;
+        LoopSource *timer_src;
+        unsigned ticks;
+};
+
+static const VerbTable agent_verb_table;
+
+static AgentEndpoint *endpoint_find(AgentServer *as, const char *name)
+{
+        for (AgentEndpoint *ep = as->endpoints; ep; ep = ep->next)
+                if (strcmp(ep->name, name) == 0)
+                        return ep;
+        return NULL;
+}
+
+static bool endpoint_batch_open(void *userdata)
+{
+        AgentEndpoint *ep = userdata;
+        return store_batch_open(ep->as->d->store);
+}
+
+static void waiter_unlink(Waiter *w)
+{
+        AgentEndpoint *ep = w->ep;
+        if (w->prev)
+                w->prev->next = w->next;
+        else
+                ep->waiters = w->next;
+        if (w->next)
+                w->next->prev = w->prev;
+        else
+                ep->waiters_tail = w->prev;
+}
+
+/* Drop callback of a parked recv: the connection went away while it waited. */
+static void waiter_dropped(void *data, bool dropped)
+{
+        Waiter *w = data;
+        if (!dropped)
+                return; /* answered: whoever answered unlinks and frees it */
+        waiter_unlink(w);
+        free(w);
+}
+
+typedef struct Leased {
+        AgentServer *as;
+        char *recipient;
+        size_t n;
+        int64_t ids[];
+} Leased;
+
+/* Drop callback of a recv answer: if it never reached the client, offer the messages again. */
+static void leased_dropped(void *data, bool dropped)
+{
+        Leased *l = data;
+        if (dropped) {
+                log_debug("connection of %s dropped before %zu leased message(s) reached it",
+                          l->recipient, l->n);
+                if (broker_unlease(l->as->d->store, l->ids, l->n) >= 0)
+                        agent_server_wake(l->as, l->recipient);
+        }
+        free(l->recipient);
+        free(l);
+}
+
+/* Leases up to max messages for ep into resp["messages"] and guards them on sc.  Returns the
+ * number of messages, or a negative errno. */
+static int endpoint_lease_into(AgentEndpoint *ep, ServerConn *sc, unsigned max, json_t *resp)
+{
+        Daemon *d = ep->as->d;
+        json_t *arr = json_array();
+        if (!arr || json_object_set_new(resp, "messages", arr) < 0)
+                return -ENOMEM;
+        _cleanup_free_ int64_t *ids = NULL;
+        size_t n = 0;
+        int r = broker_lease(d->store, ep->name, max, d->lease_ms, arr, &ids, &n);
+        if (r < 0 || n == 0)
+                return r;
+        Leased *l = malloc(sizeof(Leased) + n * sizeof(int64_t));
+        if (!l)
+                return -ENOMEM;
+        l->as = ep->as;
+        l->recipient = strdup(ep->name);
+        l->n = n;
+        memcpy(l->ids, ids, n * sizeof(int64_t));
+        server_conn_on_drop(sc, leased_dropped, l);
+        return (int)n;
+}
+
+void agent_server_wake(AgentServer *as, const char *recipient)
+{
+        AgentEndpoint *ep = as ? endpoint_find(as, recipient) : NULL;
+        if (!ep)
+                return;
+        while (ep->waiters) {
+                Waiter *w = ep->waiters;
+                json_t *resp = proto_response_new();
+                if (!resp)
+                        return;
+                int r = endpoint_lease_into(ep, w->sc, w->max, resp);
+                if (r == 0) {
+                        json_decref(resp);
+                        return; /* nothing (more) for the next waiter */
+                }
+                waiter_unlink(w);
+                ServerConn *sc = w->sc;
+                free(w);
+                if (r < 0) {
+                        json_decref(resp);
+                        char msg[160];
+                        snprintf(msg, sizeof(msg), "recv failed: %s (see the daemon's log)",
+                                 strerror(-r));
+                        resp = proto_error_new(msg, "EIO");
+                }
+                server_conn_reply(sc, resp);
+        }
+}
+
+/* Answers waiters whose time is up, and those whose messages came back (expired leases). */
+static void on_tick(LoopSource *src, int fd, uint32_t events, void *userdata)
+{
+        AgentServer *as = userdata;
+        uint64_t ticks;
+        (void)!read(fd, &ticks, sizeof(ticks));
+        uint64_t now = timeutil_mono_usec();
+        bool check_leases = ++as->ticks % 10 == 0;
+        for (AgentEndpoint *ep = as->endpoints; ep; ep = ep->next) {
+                if (!ep->waiters)
+                        continue;
+                if (check_leases && broker_available(as->d->store, ep->name) > 0)
+                        agent_server_wake(as, ep->name);
+                for (Waiter *w = ep->waiters, *next; w; w = next) {
+                        next = w->next;
+                        if (w->deadline > now)
+                                continue;
+                        waiter_unlink(w);
+                        ServerConn *sc = w->sc;
+                        free(w);
+                        json_t *resp = proto_response_new();
+                        if (resp)
+                                json_object_set_new(resp, "messages", json_array());
+                        server_conn_reply(sc, resp);
+                }
+        }
+}
+
+/* ---- verbs ---- */
+
+static bool label_ok(const char *s, size_t max)
+{
+        size_t n = strlen(s);
+        if (n == 0 || n > max)
+                return false;
+        for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+                if (*p < 0x20 || *p == 0x7f)
+                        return false;
+        return true;
+}
+
+int agent_server_resolve_to(Daemon *d, DispatchCtx *ctx, const char *from, const char *to,
+                            char ***ret)
+{
+        _cleanup_strv_free_ char **v = NULL;
+        if (strcmp(to, "*") == 0) {
+                _cleanup_strv_free_ char **names = NULL;
+                int r = store_agent_names(d->store, &names);
+                if (r < 0)
+                        return dispatch_fail(ctx, r, "cannot read the agent registry: %s",
+                                             strerror(-r));
+                size_t n = 0;
+                for (char **p = names; *p; p++)
+                        n++;
+                v = calloc(n + 2, sizeof(char *));
+                if (!v)
+                        return -ENOMEM;
+                size_t k = 0;
+                for (char **p = names; *p; p++)
+                        if (strcmp(*p, from) != 0)
+                                v[k++] = TAKE_PTR(*p);
+                if (strcmp(from, MANAGER_NAME) != 0 && !(v[k++] = strdup(MANAGER_NAME)))
+                        return -ENOMEM;
+                if (k == 0)
+                        return dispatch_fail(ctx, -ENOENT,
+                                             "nobody to broadcast to: there are no other agents");
+                *ret = TAKE_PTR(v);
+                return 0;
+        }
+        if (strcmp(to, from) == 0)
+                return dispatch_fail(ctx, -EINVAL,
+                                     "cannot send a message to yourself (use wake to put one in "
+                                     "your own inbox)");
+        if (strcmp(to, OPERATOR_NAME) != 0 && strcmp(to, MANAGER_NAME) != 0) {
+                if (!host_verbs_name_valid(to))
+                        return dispatch_fail(ctx, -EINVAL,
+                                             "unknown recipient \"%.64s\": send to an agent's "
+                                             "name, \"manager\", \"operator\" or \"*\"",
+                                             to);
+                AgentRecord a;
+                int r = store_agent_get(d->store, to, &a);
+                if (r == -ENOENT)
+                        return dispatch_fail(ctx, r,
+                                             "unknown recipient \"%s\": no such agent in this "
+                                             "hive",
+                                             to);
+                if (r < 0)
+                        return dispatch_fail(ctx, r, "cannot read the agent registry: %s",
+                                             strerror(-r));
+                agent_record_done(&a);
+        }
+        v = calloc(2, sizeof(char *));
+        if (!v || !(v[0] = strdup(to)))
+                return -ENOMEM;
+        *ret = TAKE_PTR(v);
+        return 0;
+}
+
+int agent_server_send(Daemon *d, DispatchCtx *ctx, const char *from, json_t *req, json_t *resp)
+{
+        const char *to = json_string_value(json_object_get(req, "to"));
+        const char *body = json_string_value(json_object_get(req, "body"));
+        json_t *irt = json_object_get(req, "in_reply_to");
+        int64_t in_reply_to = irt ? json_integer_value(irt) : 0;
+        if (irt && in_reply_to <= 0)
+                return dispatch_fail(ctx, -EINVAL, "\"in_reply_to\" must be a message id (> 0)");
+        size_t len = strlen(body);
+        if (len == 0)
+                return dispatch_fail(ctx, -EINVAL, "the message body is empty");
+        if (len > BROKER_BODY_MAX)
+                return dispatch_fail(ctx, -EMSGSIZE,
+                                     "the message body is %zu bytes, over the limit of %d; send "
+                                     "a shorter message or point to a file",
+                                     len, BROKER_BODY_MAX);
+        _cleanup_strv_free_ char **targets = NULL;
+        int r = agent_server_resolve_to(d, ctx, from, to, &targets);
+        if (r < 0)
+                return r;
+        json_t *ids = strcmp(to, "*") == 0 ? json_array() : NULL;
+        if (ids && json_object_set_new(resp, "ids", ids) < 0)
+                return -ENOMEM;
+        for (char **t = targets; *t; t++) {
+                int64_t id;
+                r = broker_send(d->store, from, *t, body, in_reply_to, &id);
+                if (r < 0) {
+                        log_error_errno(r, "storing a message from %s to %s: %m", from, *t);
+                        return dispatch_fail(ctx, r, "could not store the message: %s",
+                                             strerror(-r));
+                }
+                if (ids)
+                        json_array_append_new(ids, json_integer(id));
+                else
+                        json_object_set_new(resp, "id", json_integer(id));
+                agent_server_wake(d->agents, *t);
+        }
+        return 0;
+}
+
+static AgentEndpoint *ctx_endpoint(DispatchCtx *ctx)
+{
+        return ctx->userdata;
+}
+
+static int verb_send(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        return agent_server_send(ep->as->d, ctx, ep->name, req, resp);
+}
+
+static int verb_recv(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        json_t *jw = json_object_get(req, "wait_seconds");
+        json_t *jm = json_object_get(req, "max");
+        int64_t wait = jw ? json_integer_value(jw) : 0;
+        int64_t max = jm ? json_integer_value(jm) : 1;
+        if (wait < 0)
+                return dispatch_fail(ctx, -EINVAL,
+                                     "\"wait_seconds\" must be from 0 to %d, not %lld",
+                                     RECV_WAIT_MAX, (long long)wait);
+        if (wait > RECV_WAIT_MAX)
+                wait = RECV_WAIT_MAX;
+        if (max < 1 || max > BROKER_RECV_MAX)
+                return dispatch_fail(ctx, -EINVAL, "\"max\" must be from 1 to %d, not %lld",
+                                     BROKER_RECV_MAX, (long long)max);
+
+        int r = endpoint_lease_into(ep, ctx->origin, (unsigned)max, resp);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "recv failed: %s", strerror(-r));
+        if (r > 0 || wait == 0 || !ctx->origin)
+                return 0;
+
+        Waiter *w = calloc(1, sizeof(*w));
+        if (!w)
+                return -ENOMEM;
+        w->ep = ep;
+        w->sc = ctx->origin;
+        w->max = (unsigned)max;
+        w->deadline = timeutil_mono_usec() + (uint64_t)wait * 1000000u;
+        w->prev = ep->waiters_tail;
+        if (ep->waiters_tail)
+                ep->waiters_tail->next = w;
+        else
+                ep->waiters = w;
+        ep->waiters_tail = w;
+        server_conn_on_drop(ctx->origin, waiter_dropped, w);
+        return DISPATCH_PARKED;
+}
+
+int agent_server_ids(DispatchCtx *ctx, json_t *req, int64_t **ret, size_t *ret_n)
+{
+        json_t *a = json_object_get(req, "ids");
+        size_t n = json_array_size(a);
+        if (n == 0 || n > ACK_IDS_MAX)
+                return dispatch_fail(ctx, -EINVAL, "\"ids\" must list 1 to %d message ids",
+                                     ACK_IDS_MAX);
+        int64_t *ids = calloc(n, sizeof(int64_t));
+        if (!ids)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                json_t *v = json_array_get(a, i);
+                if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+                        free(ids);
+                        return dispatch_fail(ctx, -EINVAL,
+                                             "\"ids\" must hold message ids (positive "
+                                             "integers); element %zu is not one",
+                                             i);
+                }
+                ids[i] = json_integer_value(v);
+        }
+        *ret = ids;
+        *ret_n = n;
+        return 0;
+}
+
+static int verb_ack(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        _cleanup_free_ int64_t *ids = NULL;
+        size_t n = 0;
+        int r = agent_server_ids(ctx, req, &ids, &n);
+        if (r < 0)
+                return r;
+        r = broker_ack(ep->as->d->store, ep->name, ids, n);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "ack failed: %s", strerror(-r));
+        return json_object_set_new(resp, "acked", json_integer(r)) < 0 ? -ENOMEM : 0;
+}
+
+static int verb_status(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        int64_t total = 0, leased = 0;
+        int r = broker_depth(ep->as->d->store, ep->name, &total, &leased);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "status failed: %s", strerror(-r));
+        json_object_set_new(resp, "pending", json_integer(total));
+        json_object_set_new(resp, "leased", json_integer(leased));
+        return 0;
+}
+
+static int verb_recent(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        json_t *jl = json_object_get(req, "limit");
+        int64_t limit = jl ? json_integer_value(jl) : 30;
+        if (limit < 1 || limit > BROKER_RECENT_MAX)
+                return dispatch_fail(ctx, -EINVAL, "\"limit\" must be from 1 to %d",
+                                     BROKER_RECENT_MAX);
+        json_t *arr = json_array();
+        if (!arr || json_object_set_new(resp, "messages", arr) < 0)
+                return -ENOMEM;
+        int r = broker_recent(ep->as->d->store, ep->name, (unsigned)limit, arr);
+        return r < 0 ? dispatch_fail(ctx, r, "recent failed: %s", strerror(-r)) : 0;
+}
+
+static int verb_wake(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        Daemon *d = ep->as->d;
+        const char *from = json_string_value(json_object_get(req, "from"));
+        const char *body = json_string_value(json_object_get(req, "body"));
+        if (!label_ok(from, WAKE_FROM_MAX))
+                return dispatch_fail(ctx, -EINVAL,
+                                     "\"from\" must be a label of 1 to %d printable characters",
+                                     WAKE_FROM_MAX);
+        size_t len = strlen(body);
+        if (len == 0 || len > BROKER_BODY_MAX)
+                return dispatch_fail(ctx, len ? -EMSGSIZE : -EINVAL,
+                                     "the body must be 1 to %d bytes", BROKER_BODY_MAX);
+        int64_t id;
+        int r = broker_send(d->store, from, ep->name, body, 0, &id);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "could not store the message: %s", strerror(-r));
+        agent_server_wake(ep->as, ep->name);
+        return json_object_set_new(resp, "id", json_integer(id)) < 0 ? -ENOMEM : 0;
+}
+
+static int verb_whoami(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        json_object_set_new(resp, "name", json_string(ep->name));
+        json_object_set_new(resp, "role", json_string(ep->manager ? "manager" : "agent"));
+        json_object_set_new(resp, "daemon_version", json_string(HIVE_VERSION));
+        return 0;
+}
+
+static int verb_set_status(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        const char *text = json_string_value(json_object_get(req, "text"));
+        size_t n = strlen(text);
+        if (n > STATUS_TEXT_MAX)
+                return dispatch_fail(ctx, -EINVAL, "the status text is %zu characters, over %d", n,
+                                     STATUS_TEXT_MAX);
+        if (ep->manager)
+                return dispatch_fail(ctx, -EOPNOTSUPP,
+                                     "the manager has no status row; set_status is for agents");
+        int r = store_agent_set_status(ep->as->d->store, ep->name, n ? text : NULL);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "could not record the status: %s", strerror(-r));
+        return 0;
+}
+
+static const FieldSpec send_fields[] = {
+        {"to", FT_STRING, true},
+        {"body", FT_STRING, true},
+        {"in_reply_to", FT_INT, false},
+        {NULL, 0, false},
+};
+static const FieldSpec recv_fields[] = {
+        {"wait_seconds", FT_INT, false},
+        {"max", FT_INT, false},
+        {NULL, 0, false},
+};
+static const FieldSpec ack_fields[] = {
+        {"ids", FT_ARRAY, true},
+        {NULL, 0, false},
+};
+static const FieldSpec recent_fields[] = {
+        {"limit", FT_INT, false},
+        {NULL, 0, false},
+};
+static const FieldSpec wake_fields[] = {
+        {"from", FT_STRING, true},
+        {"body", FT_STRING, true},
+        {NULL, 0, false},
+};
+static const FieldSpec set_status_fields[] = {
+        {"text", FT_STRING, true},
+        {NULL, 0, false},
+};
+
+static const VerbSpec agent_verbs[] = {
+        {"send", verb_send, send_fields, 0, "send a message"},
+        {"recv", verb_recv, recv_fields, 0, "receive messages (long-poll with wait_seconds)"},
+        {"ack", verb_ack, ack_fields, 0, "acknowledge received messages"},
+        {"status", verb_status, NULL, 0, "inbox depth"},
+        {"recent", verb_recent, recent_fields, 0, "the last messages to and from you"},
+        {"wake", verb_wake, wake_fields, 0, "put a message in your own inbox"},
+        {"whoami", verb_whoami, NULL, 0, "your name and role"},
+        {"set_status", verb_set_status, set_status_fields, 0, "set your status text"},
+};
+
+static const VerbTable agent_verb_table = {
+        .socket = "the agent socket",
+        .verbs = agent_verbs,
+        .n_verbs = ELEMENTSOF(agent_verbs),
+};
+
+/* ---- endpoints ---- */
+
+static int endpoint_new(AgentServer *as, const char *name, bool manager)
+{
+        Daemon *d = as->d;
+        _cleanup_free_ char *dir = NULL, *sock = NULL;
+        if ((manager ? asprintf(&dir, "%s/manager", d->cfg->run_dir)
+                     : asprintf(&dir, "%s/agents/%s", d->cfg->run_dir, name)) < 0 ||
+            asprintf(&sock, "%s/mcp.sock", dir) < 0)
+                return -ENOMEM;
+        int r = fsutil_mkdir_p(dir, 0700);
+        if (r < 0 || chmod(dir, 0700) < 0)
+                return log_error_errno(r < 0 ? r : -errno, "cannot create %s: %m", dir);
+        if (unlink(sock) < 0 && errno != ENOENT)
+                return log_error_errno(-errno, "cannot remove the old %s: %m", sock);
+
+        AgentEndpoint *ep = calloc(1, sizeof(*ep));
+        if (!ep || !(ep->name = strdup(name))) {
+                free(ep);
+                return -ENOMEM;
+        }
+        ep->as = as;
+        ep->manager = manager;
+        ServerOptions so = {
+                .table = &agent_verb_table,
+                .userdata = ep,
+                .one_shot = false,
+                .mode = 0600,
+                .gid = (gid_t)-1,
+                .max_clients = 64,
+                .idle_timeout_sec = 0,
+                .batch_open = endpoint_batch_open,
+        };
+        r = server_new(d->loop, sock, &so, &ep->srv);
+        if (r < 0) {
+                free(ep->name);
+                free(ep);
+                return r;
+        }
+        ep->next = as->endpoints;
+        as->endpoints = ep;
+        log_debug("serving %s", sock);
+        return 0;
+}
+
+static void endpoint_free(AgentEndpoint *ep)
+{
+        ep->srv = server_free(ep->srv); /* drops parked waiters through their callbacks */
+        free(ep->name);
+        free(ep);
+}
+
+int agent_server_register(AgentServer *as, const char *name)
+{
+        if (endpoint_find(as, name))
+                return 0;
+        return endpoint_new(as, name, false);
+}
+
+void agent_server_unregister(AgentServer *as, const char *name)
+{
+        for (AgentEndpoint **p = &as->endpoints; *p; p = &(*p)->next)
+                if (strcmp((*p)->name, name) == 0 && !(*p)->manager) {
+                        AgentEndpoint *ep = *p;
+                        *p = ep->next;
+                        _cleanup_free_ char *dir = NULL;
+                        if (asprintf(&dir, "%s/agents/%s", as->d->cfg->run_dir, name) >= 0) {
+                                endpoint_free(ep);
+                                (void)rmdir(dir);
+                        } else
+                                endpoint_free(ep);
+                        return;
+                }
+}
+
+void agent_server_release_held(AgentServer *as, int commit_result)
+{
+        for (AgentEndpoint *ep = as->endpoints; ep; ep = ep->next)
+                server_release_held(ep->srv, commit_result);
+}
+
+int agent_server_new(Daemon *d, AgentServer **ret)
+{
+        AgentServer *as = calloc(1, sizeof(*as));
+        if (!as)
+                return -ENOMEM;
+        as->d = d;
+        as->timer_fd = -1;
+        int r = endpoint_new(as, MANAGER_NAME, true);
+        if (r < 0)
+                goto fail;
+        _cleanup_strv_free_ char **names = NULL;
+        r = store_agent_names(d->store, &names);
+        if (r < 0)
+                goto fail;
+        for (char **n = names; *n; n++) {
+                r = endpoint_new(as, *n, false);
+                if (r < 0)
+                        goto fail;
+        }
+        as->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        if (as->timer_fd < 0) {
+                r = -errno;
+                goto fail;
+        }
+        struct itimerspec its = {.it_interval = {0, 100000000}, .it_value = {0, 100000000}};
+        timerfd_settime(as->timer_fd, 0, &its, NULL);
+        r = loop_add(d->loop, as->timer_fd, EPOLLIN, on_tick, as, &as->timer_src);
+        if (r < 0)
+                goto fail;
+        *ret = as;
+        return 0;
+fail:
+        agent_server_free(as);
+        return r;
+}
+
+AgentServer *agent_server_free(AgentServer *as)
+{
+        if (!as)
+                return NULL;
+        while (as->endpoints) {
+                AgentEndpoint *ep = as->endpoints;
+                as->endpoints = ep->next;
+                endpoint_free(ep);
+        }
+        loop_remove(as->timer_src);
+        if (as->timer_fd >= 0)
+                close(as->timer_fd);
+        free(as);
+        return NULL;
+}

@@ -1,0 +1,38 @@
+/* The per-agent sockets (<run>/agents/<name>/mcp.sock) and the manager's
+ * (<run>/manager/mcp.sock): the sender of every request is the socket it came in on.  Owns
+ * the parked long-poll receivers. */
+#pragma once
+
+#include "daemon.h"
+
+typedef struct AgentServer AgentServer;
+
+#define MANAGER_NAME  "manager" /* the manager's identity on the wire */
+#define OPERATOR_NAME "operator"
+
+/* Creates the manager's socket and one socket per live agent in the registry. */
+int agent_server_new(Daemon *d, AgentServer **ret);
+AgentServer *agent_server_free(AgentServer *as);
+
+/* Creates the socket of a newly registered agent (idempotent). */
+int agent_server_register(AgentServer *as, const char *name);
+/* Closes and removes the socket of an agent that is gone. */
+void agent_server_unregister(AgentServer *as, const char *name);
+
+/* A message for recipient was written in the open batch: hand it to a parked recv. */
+void agent_server_wake(AgentServer *as, const char *recipient);
+
+/* After the batch committed (or failed): write the answers held for it. */
+void agent_server_release_held(AgentServer *as, int commit_result);
+
+/* Validates a recipient and expands it: "*" is every agent but the sender.  Returns a
+ * NULL-terminated vector of identities, or -ENOENT / -EINVAL with a sentence in ctx. */
+int agent_server_resolve_to(Daemon *d, DispatchCtx *ctx, const char *from, const char *to,
+                            char ***ret);
+
+/* The send verb, shared by agents and the operator (host.sock): validates {to, body,
+ * in_reply_to?} and stores the message(s) from `from`, answering {id} (or {ids} for "*"). */
+int agent_server_send(Daemon *d, DispatchCtx *ctx, const char *from, json_t *req, json_t *resp);
+
+/* Reads req["ids"] (1 to 256 positive integers) into a malloc'ed array. */
+int agent_server_ids(DispatchCtx *ctx, json_t *req, int64_t **ret, size_t *ret_n);

@@ -1,0 +1,316 @@
+/* Broker storage.  A message is never deleted before it is acked; a lease only hides it from
+ * other recv calls until it expires, the connection that took it drops, or the daemon
+ * restarts. */
+#define LOG_SUBSYSTEM "broker"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker.h"
+#include "cleanup.h"
+#include "log.h"
+#include "timeutil.h"
+
+static int prep(Store *s, const char *sql, sqlite3_stmt **st)
+{
+        int rc = sqlite3_prepare_v3(store_db(s), sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
+        return rc == SQLITE_OK ? 0 : store_sqlite_errno(s, rc, "prepare");
+}
+
+int broker_send(Store *s, const char *from, const char *to, const char *body, int64_t in_reply_to,
+                int64_t *ret_id)
+{
+        int r = store_batch_write(s, true);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = NULL;
+        r = prep(s,
+                 "INSERT INTO messages (sender, recipient, body, in_reply_to, sent_at) "
+                 "VALUES (?1, ?2, ?3, ?4, ?5)",
+                 &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, from, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, to, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, body, -1, SQLITE_STATIC);
+        if (in_reply_to > 0)
+                sqlite3_bind_int64(st, 4, in_reply_to);
+        else
+                sqlite3_bind_null(st, 4);
+        sqlite3_bind_int64(st, 5, store_now_ms());
+        int rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+                return store_sqlite_errno(s, rc, "insert message");
+        *ret_id = sqlite3_last_insert_rowid(store_db(s));
+        return 0;
+}
+
+static json_t *message_json(sqlite3_stmt *st)
+{
+        char ts[TIMEUTIL_RFC3339_MAX];
+        timeutil_rfc3339(sqlite3_column_int64(st, 5) / 1000, ts);
+        json_t *m = json_pack("{s:I, s:s, s:s, s:s, s:s}", "id",
+                              (json_int_t)sqlite3_column_int64(st, 0), "from",
+                              (const char *)sqlite3_column_text(st, 1), "to",
+                              (const char *)sqlite3_column_text(st, 2), "body",
+                              (const char *)sqlite3_column_text(st, 3), "sent_at", ts);
+        if (m && sqlite3_column_type(st, 4) != SQLITE_NULL &&
+            json_object_set_new(m, "in_reply_to", json_integer(sqlite3_column_int64(st, 4))) < 0) {
+                json_decref(m);
+                return NULL;
+        }
+        return m;
+}
+
+int broker_lease(Store *s, const char *recipient, unsigned max, int64_t lease_ms, json_t *arr,
+                 int64_t **ret_ids, size_t *ret_n)
+{
+        *ret_ids = NULL;
+        *ret_n = 0;
+        int64_t now = store_now_ms();
+        sqlite3_stmt *st = NULL;
+        int r = prep(s,
+                     "SELECT id, sender, recipient, body, in_reply_to, sent_at FROM messages "
+                     "WHERE recipient = ?1 AND acked_at IS NULL "
+                     "AND (leased_until IS NULL OR leased_until <= ?2) ORDER BY id LIMIT ?3",
+                     &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, recipient, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, now);
+        sqlite3_bind_int(st, 3, (int)max);
+        _cleanup_free_ int64_t *ids = calloc(max ? max : 1, sizeof(int64_t));
+        if (!ids) {
+                sqlite3_finalize(st);
+                return -ENOMEM;
+        }
+        size_t n = 0;
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                json_t *m = message_json(st);
+                if (!m || json_array_append_new(arr, m) < 0) {
+                        sqlite3_finalize(st);
+                        return -ENOMEM;
+                }
+                ids[n++] = sqlite3_column_int64(st, 0);
+        }
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+                return store_sqlite_errno(s, rc, "select inbox");
+        if (n == 0)
+                return 0;
+
+        /* Marking the lease need not be flushed: losing it only offers the message again. */
+        r = store_batch_write(s, false);
+        if (r < 0)
+                return r;
+        r = prep(s,
+                 "UPDATE messages SET leased_until = ?2, delivered_at = COALESCE(delivered_at, "
+                 "?3), deliveries = deliveries + 1 WHERE id = ?1",
+                 &st);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                sqlite3_bind_int64(st, 1, ids[i]);
+                sqlite3_bind_int64(st, 2, now + lease_ms);
+                sqlite3_bind_int64(st, 3, now);
+                rc = sqlite3_step(st);
+                sqlite3_reset(st);
+                if (rc != SQLITE_DONE) {
+                        sqlite3_finalize(st);
+                        return store_sqlite_errno(s, rc, "lease");
+                }
+        }
+        sqlite3_finalize(st);
+        *ret_ids = TAKE_PTR(ids);
+        *ret_n = n;
+        return 0;
+}
+
+int broker_available(Store *s, const char *recipient)
+{
+        sqlite3_stmt *st = NULL;
+        int r = prep(s,
+                     "SELECT 1 FROM messages WHERE recipient = ?1 AND acked_at IS NULL "
+                     "AND (leased_until IS NULL OR leased_until <= ?2) LIMIT 1",
+                     &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, recipient, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, store_now_ms());
+        int rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc == SQLITE_ROW)
+                return 1;
+        if (rc == SQLITE_DONE)
+                return 0;
+        return store_sqlite_errno(s, rc, "available");
+}
+
+int broker_ack(Store *s, const char *recipient, const int64_t *ids, size_t n)
+{
+        if (n == 0)
+                return 0;
+        /* An ack need not be flushed either: losing it only delivers the message again. */
+        int r = store_batch_write(s, false);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = NULL;
+        r = prep(s,
+                 "UPDATE messages SET acked_at = ?3, leased_until = NULL "
+                 "WHERE id = ?1 AND recipient = ?2 AND acked_at IS NULL",
+                 &st);
+        if (r < 0)
+                return r;
+        int64_t now = store_now_ms();
+        int count = 0;
+        for (size_t i = 0; i < n; i++) {
+                sqlite3_bind_int64(st, 1, ids[i]);
+                sqlite3_bind_text(st, 2, recipient, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 3, now);
+                int rc = sqlite3_step(st);
+                sqlite3_reset(st);
+                if (rc != SQLITE_DONE) {
+                        sqlite3_finalize(st);
+                        return store_sqlite_errno(s, rc, "ack");
+                }
+                count += sqlite3_changes(store_db(s));
+        }
+        sqlite3_finalize(st);
+        return count;
+}
+
+int broker_unlease(Store *s, const int64_t *ids, size_t n)
+{
+        if (n == 0)
+                return 0;
+        int r = store_batch_write(s, false);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = NULL;
+        r = prep(s, "UPDATE messages SET leased_until = NULL WHERE id = ?1 AND acked_at IS NULL",
+                 &st);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                sqlite3_bind_int64(st, 1, ids[i]);
+                int rc = sqlite3_step(st);
+                sqlite3_reset(st);
+                if (rc != SQLITE_DONE) {
+                        sqlite3_finalize(st);
+                        return store_sqlite_errno(s, rc, "unlease");
+                }
+        }
+        sqlite3_finalize(st);
+        return 0;
+}
+
+int broker_clear_leases(Store *s)
+{
+        int r = store_batch_write(s, false);
+        if (r < 0)
+                return r;
+        char *err = NULL;
+        int rc = sqlite3_exec(store_db(s),
+                              "UPDATE messages SET leased_until = NULL "
+                              "WHERE leased_until IS NOT NULL AND acked_at IS NULL",
+                              NULL, NULL, &err);
+        sqlite3_free(err);
+        if (rc != SQLITE_OK)
+                return store_sqlite_errno(s, rc, "clear leases");
+        return sqlite3_changes(store_db(s));
+}
+
+int broker_depth(Store *s, const char *recipient, int64_t *ret_total, int64_t *ret_leased)
+{
+        sqlite3_stmt *st = NULL;
+        int r = prep(s,
+                     "SELECT COUNT(*), COALESCE(SUM(leased_until > ?2), 0) FROM messages "
+                     "WHERE recipient = ?1 AND acked_at IS NULL",
+                     &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, recipient, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, store_now_ms());
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                *ret_total = sqlite3_column_int64(st, 0);
+                *ret_leased = sqlite3_column_int64(st, 1);
+        }
+        sqlite3_finalize(st);
+        return rc == SQLITE_ROW ? 0 : store_sqlite_errno(s, rc, "depth");
+}
+
+int broker_recent(Store *s, const char *who, unsigned limit, json_t *arr)
+{
+        sqlite3_stmt *st = NULL;
+        int r = prep(s,
+                     "SELECT id, sender, recipient, body, in_reply_to, sent_at FROM ("
+                     " SELECT * FROM (SELECT * FROM messages WHERE recipient = ?1 "
+                     "  ORDER BY id DESC LIMIT ?2)"
+                     " UNION SELECT * FROM (SELECT * FROM messages WHERE sender = ?1 "
+                     "  ORDER BY id DESC LIMIT ?2)"
+                     ") ORDER BY id DESC LIMIT ?2",
+                     &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, who, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, (int)limit);
+        json_t *tmp = json_array();
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+                json_array_insert_new(tmp, 0, message_json(st));
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE) {
+                json_decref(tmp);
+                return store_sqlite_errno(s, rc, "recent");
+        }
+        json_array_extend(arr, tmp);
+        json_decref(tmp);
+        return 0;
+}
+
+int broker_unacked(Store *s, const char *recipient, unsigned limit, json_t *arr)
+{
+        sqlite3_stmt *st = NULL;
+        int r = prep(s,
+                     "SELECT id, sender, recipient, body, in_reply_to, sent_at FROM messages "
+                     "WHERE recipient = ?1 AND acked_at IS NULL ORDER BY id LIMIT ?2",
+                     &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, recipient, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, (int)limit);
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+                if (json_array_append_new(arr, message_json(st)) < 0) {
+                        sqlite3_finalize(st);
+                        return -ENOMEM;
+                }
+        sqlite3_finalize(st);
+        return rc == SQLITE_DONE ? 0 : store_sqlite_errno(s, rc, "unacked");
+}
+
+int broker_vacuum(Store *s, int64_t cutoff_ms, unsigned batch)
+{
+        int r = store_batch_write(s, false);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = NULL;
+        r = prep(s,
+                 "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
+                 "WHERE acked_at IS NOT NULL AND acked_at < ?1 LIMIT ?2)",
+                 &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 1, cutoff_ms);
+        sqlite3_bind_int(st, 2, (int)batch);
+        int rc = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+                return store_sqlite_errno(s, rc, "vacuum");
+        return sqlite3_changes(store_db(s));
+}
