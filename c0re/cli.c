@@ -272,6 +272,105 @@ static int cli_unpause(CliCtx *ctx, int argc, char **argv)
         return cli_set_paused(ctx, argv[1], false);
 }
 
+/* Reads all of stdin for `send TO -`. */
+static char *read_stdin(void)
+{
+        size_t cap = 4096, len = 0;
+        char *buf = malloc(cap);
+        while (buf) {
+                size_t k = fread(buf + len, 1, cap - len - 1, stdin);
+                len += k;
+                if (k == 0)
+                        break;
+                if (cap - len < 2) {
+                        char *nb = realloc(buf, cap * 2);
+                        if (!nb) {
+                                free(buf);
+                                return NULL;
+                        }
+                        buf = nb;
+                        cap *= 2;
+                }
+        }
+        if (buf)
+                buf[len] = '\0';
+        return buf;
+}
+
+static int cli_send(CliCtx *ctx, int argc, char **argv)
+{
+        _cleanup_free_ char *in = NULL;
+        const char *body = argv[2];
+        if (strcmp(body, "-") == 0) {
+                in = read_stdin();
+                if (!in) {
+                        fprintf(stderr, "hive-c0re: cannot read the message from stdin\n");
+                        return CLI_EXIT_USAGE;
+                }
+                body = in;
+        }
+        _cleanup_json_ json_t *req =
+                json_pack("{s:s, s:s, s:s}", "cmd", "send", "to", argv[1], "body", body);
+        _cleanup_json_ json_t *resp = NULL;
+        int ex = cli_call(ctx, req, &resp);
+        if (ex == CLI_EXIT_OK && !ctx->json) {
+                json_t *ids = json_object_get(resp, "ids");
+                if (ids)
+                        printf("sent to %zu recipients\n", json_array_size(ids));
+                else
+                        printf("sent as message %lld\n",
+                               (long long)json_integer_value(json_object_get(resp, "id")));
+        }
+        return ex;
+}
+
+static int print_inbox(json_t *resp)
+{
+        json_t *a = json_object_get(resp, "messages");
+        if (!json_is_array(a)) {
+                fprintf(stderr, "hive-c0re: the answer has no \"messages\" list.\n");
+                return CLI_EXIT_PROTOCOL;
+        }
+        if (json_array_size(a) == 0)
+                fprintf(stderr, "no messages\n");
+        size_t i;
+        json_t *m;
+        json_array_foreach(a, i, m)
+        {
+                printf("#%lld %s %s: %s\n", (long long)json_integer_value(json_object_get(m, "id")),
+                       json_string_value(json_object_get(m, "sent_at")),
+                       json_string_value(json_object_get(m, "from")),
+                       json_string_value(json_object_get(m, "body")));
+        }
+        return CLI_EXIT_OK;
+}
+
+static int cli_inbox(CliCtx *ctx, int argc, char **argv)
+{
+        return cli_simple(ctx, "operator_inbox", print_inbox);
+}
+
+static int cli_ack(CliCtx *ctx, int argc, char **argv)
+{
+        _cleanup_json_ json_t *ids = json_array();
+        for (int i = 1; i < argc; i++) {
+                char *end = NULL;
+                long long v = strtoll(argv[i], &end, 10);
+                if (!end || *end || v <= 0) {
+                        fprintf(stderr, "hive-c0re: \"%s\" is not a message id\n", argv[i]);
+                        return CLI_EXIT_USAGE;
+                }
+                json_array_append_new(ids, json_integer(v));
+        }
+        _cleanup_json_ json_t *req = json_pack("{s:s, s:O}", "cmd", "operator_ack", "ids", ids);
+        _cleanup_json_ json_t *resp = NULL;
+        int ex = cli_call(ctx, req, &resp);
+        if (ex == CLI_EXIT_OK && !ctx->json)
+                printf("acknowledged %lld\n",
+                       (long long)json_integer_value(json_object_get(resp, "acked")));
+        return ex;
+}
+
 static int cli_serve(CliCtx *ctx, int argc, char **argv)
 {
         HiveConfig cfg;
@@ -304,6 +403,9 @@ static const CliVerb verbs[] = {
         {"version", 0, 0, "", "show client and daemon versions and backends", cli_version},
         {"pause", 1, 1, "NAME", "park an agent's turn loop", cli_pause},
         {"unpause", 1, 1, "NAME", "let a paused agent take turns again", cli_unpause},
+        {"send", 2, 2, "TO BODY", "send a message as the operator (BODY - reads stdin)", cli_send},
+        {"inbox", 0, 0, "", "show unacknowledged messages to the operator", cli_inbox},
+        {"ack", 1, 256, "ID...", "acknowledge operator messages", cli_ack},
         {"help", 0, 1, "[VERB]", "show this help, or one verb's", cli_help},
 };
 

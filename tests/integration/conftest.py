@@ -163,6 +163,50 @@ def daemon(make_daemon):
     return make_daemon()
 
 
+class AgentClient:
+    """A connection on an agent's (or the manager's) socket; many requests, in turn."""
+
+    def __init__(self, path, timeout=30):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.f = self.sock.makefile("rwb", buffering=0)
+
+    def send_line(self, obj):
+        self.sock.sendall((json.dumps(obj) + "\n").encode())
+
+    def read(self):
+        line = self.f.readline()
+        assert line.endswith(b"\n"), f"connection closed: {line!r}"
+        return json.loads(line)
+
+    def req(self, obj):
+        self.send_line(obj)
+        return self.read()
+
+    def close(self):
+        self.f.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def hive(make_daemon):
+    """A daemon with agents a1, b2, c3 registered before it started."""
+
+    def make(*args, agents=("a1", "b2", "c3")):
+        d = make_daemon(*args)
+        d.stop()
+        for a in agents:
+            d.add_agent(a)
+        d.start()
+        d.agent_sock = lambda name: os.path.join(d.run, "manager" if name == "manager"
+                                                 else f"agents/{name}", "mcp.sock")
+        d.connect = lambda name: AgentClient(d.agent_sock(name))
+        return d
+
+    return make
+
+
 def fixture_bytes(name):
     with open(os.path.join(FIXTURES, name), "rb") as f:
         return f.read()
