@@ -19,6 +19,8 @@
 #include "host_verbs.h"
 #include "log.h"
 #include "proto.h"
+#include "questions.h"
+#include "reminders.h"
 #include "timeutil.h"
 
 #define RECV_WAIT_MAX   180 /* seconds a recv may park */
@@ -471,6 +473,227 @@ static int verb_set_status(DispatchCtx *ctx, json_t *req, json_t *resp)
         return 0;
 }
 
+/* Checks a question's target: the operator, the manager, or a live agent; not oneself. */
+int agent_server_check_target(Daemon *d, DispatchCtx *ctx, const char *from, const char *to)
+{
+        if (strcmp(to, from) == 0)
+                return dispatch_fail(ctx, -EINVAL, "cannot ask yourself a question");
+        if (strcmp(to, "*") == 0)
+                return dispatch_fail(ctx, -EINVAL, "a question goes to one target, not \"*\"");
+        _cleanup_strv_free_ char **v = NULL;
+        return agent_server_resolve_to(d, ctx, from, to, &v);
+}
+
+static int verb_ask(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        Daemon *d = ep->as->d;
+        const char *question = json_string_value(json_object_get(req, "question"));
+        json_t *options = json_object_get(req, "options");
+        json_t *jto = json_object_get(req, "to");
+        json_t *jttl = json_object_get(req, "ttl_seconds");
+        const char *to = jto ? json_string_value(jto) : OPERATOR_NAME;
+        size_t n = strlen(question);
+        if (n == 0 || n > QUESTIONS_TEXT_MAX)
+                return dispatch_fail(ctx, -EINVAL, "the question must be 1 to %d bytes",
+                                     QUESTIONS_TEXT_MAX);
+        if (options) {
+                size_t i;
+                json_t *o;
+                if (json_array_size(options) > QUESTIONS_OPTIONS_MAX)
+                        return dispatch_fail(ctx, -EINVAL, "at most %d options",
+                                             QUESTIONS_OPTIONS_MAX);
+                json_array_foreach(
+                        options, i,
+                        o) if (!json_is_string(o) ||
+                               !*json_string_value(
+                                       o)) return dispatch_fail(ctx, -EINVAL,
+                                                                "\"options\" must be a list of "
+                                                                "non-empty strings");
+        }
+        int64_t deadline = 0;
+        if (jttl) {
+                int64_t ttl = json_integer_value(jttl);
+                if (ttl <= 0)
+                        return dispatch_fail(ctx, -EINVAL,
+                                             "\"ttl_seconds\" must be positive (at most %d)",
+                                             QUESTIONS_TTL_MAX);
+                if (ttl > QUESTIONS_TTL_MAX)
+                        ttl = QUESTIONS_TTL_MAX;
+                deadline = store_now_ms() + ttl * 1000;
+        }
+        int r = agent_server_check_target(d, ctx, ep->name, to);
+        if (r < 0)
+                return r;
+        int64_t id;
+        r = questions_ask(d->store, ep->name, to, question, options,
+                          json_is_true(json_object_get(req, "multi")), deadline, &id);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "could not store the question: %s", strerror(-r));
+        agent_server_wake(ep->as, to);
+        if (deadline)
+                d->scheduler_dirty = true;
+        return json_object_set_new(resp, "id", json_integer(id)) < 0 ? -ENOMEM : 0;
+}
+
+int agent_server_answer(Daemon *d, DispatchCtx *ctx, const char *who, bool operator_authority,
+                        json_t *req)
+{
+        int64_t id = json_integer_value(json_object_get(req, "id"));
+        const char *answer = json_string_value(json_object_get(req, "answer"));
+        size_t n = strlen(answer);
+        if (n == 0 || n > QUESTIONS_TEXT_MAX)
+                return dispatch_fail(ctx, -EINVAL, "the answer must be 1 to %d bytes",
+                                     QUESTIONS_TEXT_MAX);
+        _cleanup_free_ char *asker = NULL;
+        int r = questions_answer(d->store, id, who, answer, operator_authority, &asker);
+        if (r == -ENOENT)
+                return dispatch_fail(ctx, r, "there is no question %lld", (long long)id);
+        if (r == -EPERM)
+                return dispatch_fail(ctx, r, "question %lld was not asked of you", (long long)id);
+        if (r == -EALREADY)
+                return dispatch_fail(ctx, r, "question %lld is already answered", (long long)id);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "could not record the answer: %s", strerror(-r));
+        agent_server_wake(d->agents, asker);
+        return 0;
+}
+
+static int verb_answer(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        return agent_server_answer(ep->as->d, ctx, ep->name, false, req);
+}
+
+static int verb_remind(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        Daemon *d = ep->as->d;
+        const char *message = json_string_value(json_object_get(req, "message"));
+        json_t *jdelay = json_object_get(req, "delay_seconds");
+        json_t *jat = json_object_get(req, "at_unix_timestamp");
+        json_t *jpath = json_object_get(req, "file_path");
+        if (ep->manager)
+                return dispatch_fail(ctx, -EOPNOTSUPP, "reminders are for agents");
+        size_t n = strlen(message);
+        if (n == 0 || n > REMINDERS_TEXT_MAX)
+                return dispatch_fail(ctx, -EINVAL, "the reminder message must be 1 to %d bytes",
+                                     REMINDERS_TEXT_MAX);
+        if (!!jdelay == !!jat)
+                return dispatch_fail(ctx, -EINVAL,
+                                     "give exactly one of \"delay_seconds\" and "
+                                     "\"at_unix_timestamp\"");
+        int64_t now = store_now_ms(), due;
+        if (jdelay) {
+                int64_t delay = json_integer_value(jdelay);
+                if (delay < 0 || delay > 366ll * 24 * 3600)
+                        return dispatch_fail(ctx, -EINVAL,
+                                             "\"delay_seconds\" must be from 0 to one year, "
+                                             "not %lld",
+                                             (long long)delay);
+                due = now + delay * 1000;
+        } else {
+                int64_t at = json_integer_value(jat);
+                if (at <= 0 || at > now / 1000 + 366ll * 24 * 3600)
+                        return dispatch_fail(ctx, -EINVAL,
+                                             "\"at_unix_timestamp\" must be a time within the "
+                                             "next year (seconds since 1970)");
+                due = at * 1000;
+        }
+        _cleanup_free_ char *path = NULL;
+        if (jpath && reminders_check_path(json_string_value(jpath), &path) < 0)
+                return dispatch_fail(ctx, -EINVAL,
+                                     "\"file_path\" must name a file inside your state "
+                                     "directory (/state/…, no \"..\")");
+        int64_t id;
+        int r = reminders_add(d->store, ep->name, message, path, due, &id);
+        if (r == -EUSERS)
+                return dispatch_fail(ctx, r,
+                                     "you already have %d pending reminders; cancel one first",
+                                     REMINDERS_PENDING_MAX);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "could not store the reminder: %s", strerror(-r));
+        d->scheduler_dirty = true;
+        char ts[TIMEUTIL_RFC3339_MAX];
+        timeutil_rfc3339(due / 1000, ts);
+        json_object_set_new(resp, "id", json_integer(id));
+        json_object_set_new(resp, "due_at", json_string(ts));
+        return 0;
+}
+
+static int verb_cancel_loose_end(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        Daemon *d = ep->as->d;
+        const char *kind = json_string_value(json_object_get(req, "kind"));
+        int64_t id = json_integer_value(json_object_get(req, "id"));
+        int r;
+        if (strcmp(kind, "question") == 0)
+                r = questions_cancel(d->store, id, ep->name, false);
+        else if (strcmp(kind, "reminder") == 0)
+                r = reminders_cancel(d->store, id, ep->name);
+        else
+                return dispatch_fail(ctx, -EINVAL, "\"kind\" must be \"question\" or \"reminder\"");
+        if (r == -ENOENT)
+                return dispatch_fail(ctx, r, "there is no %s %lld", kind, (long long)id);
+        if (r == -EPERM)
+                return dispatch_fail(ctx, r, "%s %lld is not yours", kind, (long long)id);
+        if (r == -EALREADY)
+                return dispatch_fail(ctx, r, "%s %lld is already closed", kind, (long long)id);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "could not cancel: %s", strerror(-r));
+        return 0;
+}
+
+static int verb_get_open_threads(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        Daemon *d = ep->as->d;
+        const char *who = ep->manager ? NULL : ep->name; /* the manager sees the whole hive */
+        json_t *q = json_array(), *rm = json_array();
+        if (!q || !rm || json_object_set_new(resp, "questions", q) < 0 ||
+            json_object_set_new(resp, "reminders", rm) < 0)
+                return -ENOMEM;
+        int r = questions_list_open(d->store, who, q);
+        if (r >= 0)
+                r = reminders_list_pending(d->store, who, rm);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "could not read open threads: %s", strerror(-r));
+        return 0;
+}
+
+static int verb_count_pending_reminders(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        int64_t n = 0;
+        int r = reminders_count_pending(ep->as->d->store, ep->manager ? NULL : ep->name, &n);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "could not count reminders: %s", strerror(-r));
+        return json_object_set_new(resp, "count", json_integer(n)) < 0 ? -ENOMEM : 0;
+}
+
+static const FieldSpec ask_fields[] = {
+        {"question", FT_STRING, true},  {"options", FT_ARRAY, false}, {"multi", FT_BOOL, false},
+        {"ttl_seconds", FT_INT, false}, {"to", FT_STRING, false},     {NULL, 0, false},
+};
+static const FieldSpec answer_fields[] = {
+        {"id", FT_INT, true},
+        {"answer", FT_STRING, true},
+        {NULL, 0, false},
+};
+static const FieldSpec remind_fields[] = {
+        {"message", FT_STRING, true},
+        {"delay_seconds", FT_INT, false},
+        {"at_unix_timestamp", FT_INT, false},
+        {"file_path", FT_STRING, false},
+        {NULL, 0, false},
+};
+static const FieldSpec cancel_fields[] = {
+        {"kind", FT_STRING, true},
+        {"id", FT_INT, true},
+        {NULL, 0, false},
+};
+
 static const FieldSpec send_fields[] = {
         {"to", FT_STRING, true},
         {"body", FT_STRING, true},
@@ -509,6 +732,15 @@ static const VerbSpec agent_verbs[] = {
         {"wake", verb_wake, wake_fields, 0, "put a message in your own inbox"},
         {"whoami", verb_whoami, NULL, 0, "your name and role"},
         {"set_status", verb_set_status, set_status_fields, 0, "set your status text"},
+        {"ask", verb_ask, ask_fields, 0, "ask the operator or a peer a question"},
+        {"answer", verb_answer, answer_fields, 0, "answer a question asked of you"},
+        {"remind", verb_remind, remind_fields, 0, "schedule a reminder to yourself"},
+        {"cancel_loose_end", verb_cancel_loose_end, cancel_fields, 0,
+         "withdraw your question or reminder"},
+        {"get_open_threads", verb_get_open_threads, NULL, 0,
+         "unanswered questions and unfired reminders"},
+        {"count_pending_reminders", verb_count_pending_reminders, NULL, 0,
+         "how many reminders are pending"},
 };
 
 static const VerbTable agent_verb_table = {

@@ -36,3 +36,10 @@ int agent_server_send(Daemon *d, DispatchCtx *ctx, const char *from, json_t *req
 
 /* Reads req["ids"] (1 to 256 positive integers) into a malloc'ed array. */
 int agent_server_ids(DispatchCtx *ctx, json_t *req, int64_t **ret, size_t *ret_n);
+
+/* The answer verb {id, answer}: by the question's target, or anyone with operator authority
+ * (host.sock).  Wakes the asker. */
+int agent_server_answer(Daemon *d, DispatchCtx *ctx, const char *who, bool operator_authority,
+                        json_t *req);
+/* A question's target must be the operator, the manager or a live agent, and not `from`. */
+int agent_server_check_target(Daemon *d, DispatchCtx *ctx, const char *from, const char *to);

@@ -371,6 +371,77 @@ static int cli_ack(CliCtx *ctx, int argc, char **argv)
         return ex;
 }
 
+static int print_questions(json_t *resp)
+{
+        json_t *a = json_object_get(resp, "questions");
+        if (json_array_size(a) == 0)
+                fprintf(stderr, "no open questions\n");
+        size_t i;
+        json_t *q;
+        json_array_foreach(a, i, q)
+        {
+                printf("#%lld %s -> %s: %s",
+                       (long long)json_integer_value(json_object_get(q, "id")),
+                       json_string_value(json_object_get(q, "asker")),
+                       json_string_value(json_object_get(q, "target")),
+                       json_string_value(json_object_get(q, "question")));
+                json_t *opts = json_object_get(q, "options");
+                size_t k;
+                json_t *o;
+                json_array_foreach(opts, k, o)
+                        printf("%s%s", k ? " / " : " [", json_string_value(o));
+                printf("%s\n", json_array_size(opts) ? "]" : "");
+        }
+        return CLI_EXIT_OK;
+}
+
+static int cli_questions(CliCtx *ctx, int argc, char **argv)
+{
+        return cli_simple(ctx, "questions", print_questions);
+}
+
+static int cli_answer(CliCtx *ctx, int argc, char **argv)
+{
+        char *end = NULL;
+        long long id = strtoll(argv[1], &end, 10);
+        if (!end || *end || id <= 0) {
+                fprintf(stderr, "hive-c0re: \"%s\" is not a question id\n", argv[1]);
+                return CLI_EXIT_USAGE;
+        }
+        _cleanup_json_ json_t *req = json_pack("{s:s, s:I, s:s}", "cmd", "answer", "id",
+                                               (json_int_t)id, "answer", argv[2]);
+        _cleanup_json_ json_t *resp = NULL;
+        int ex = cli_call(ctx, req, &resp);
+        if (ex == CLI_EXIT_OK && !ctx->json)
+                printf("answered question %lld\n", id);
+        return ex;
+}
+
+static int print_reminders(json_t *resp)
+{
+        json_t *a = json_object_get(resp, "reminders");
+        if (json_array_size(a) == 0)
+                fprintf(stderr, "no pending reminders\n");
+        size_t i;
+        json_t *r;
+        json_array_foreach(a, i, r)
+        {
+                const char *err = json_string_value(json_object_get(r, "last_error"));
+                printf("#%lld %s %s: %s%s%s%s\n",
+                       (long long)json_integer_value(json_object_get(r, "id")),
+                       json_string_value(json_object_get(r, "due_at")),
+                       json_string_value(json_object_get(r, "agent")),
+                       json_string_value(json_object_get(r, "message")),
+                       err ? " (last error: " : "", err ? err : "", err ? ")" : "");
+        }
+        return CLI_EXIT_OK;
+}
+
+static int cli_reminders(CliCtx *ctx, int argc, char **argv)
+{
+        return cli_simple(ctx, "reminders", print_reminders);
+}
+
 static int cli_serve(CliCtx *ctx, int argc, char **argv)
 {
         HiveConfig cfg;
@@ -406,6 +477,9 @@ static const CliVerb verbs[] = {
         {"send", 2, 2, "TO BODY", "send a message as the operator (BODY - reads stdin)", cli_send},
         {"inbox", 0, 0, "", "show unacknowledged messages to the operator", cli_inbox},
         {"ack", 1, 256, "ID...", "acknowledge operator messages", cli_ack},
+        {"questions", 0, 0, "", "show open questions", cli_questions},
+        {"answer", 2, 2, "ID ANSWER", "answer a question as the operator", cli_answer},
+        {"reminders", 0, 0, "", "show pending reminders", cli_reminders},
         {"help", 0, 1, "[VERB]", "show this help, or one verb's", cli_help},
 };
 

@@ -27,6 +27,7 @@
 #include "hive-config.h"
 #include "host_verbs.h"
 #include "log.h"
+#include "scheduler.h"
 
 #define ADMIN_GROUP "hive-admin"
 
@@ -68,6 +69,10 @@ static void daemon_commit(void *userdata)
         int r = store_batch_commit(d->store);
         server_release_held(d->host, r);
         agent_server_release_held(d->agents, r);
+        if (d->scheduler_dirty) {
+                d->scheduler_dirty = false;
+                scheduler_kick(d->scheduler);
+        }
         /* Answers released above may have written (a lease dropped on a closed
          * connection): commit that too. */
         if (store_batch_open(d->store)) {
@@ -75,6 +80,20 @@ static void daemon_commit(void *userdata)
                 server_release_held(d->host, r);
                 agent_server_release_held(d->agents, r);
         }
+}
+
+/* The scheduler delivered messages: wake the receivers parked on those inboxes. */
+static void on_scheduler(LoopSource *s, int fd, uint32_t events, void *userdata)
+{
+        Daemon *d = userdata;
+        char buf[4096];
+        ssize_t k = read(fd, buf, sizeof(buf) - 1);
+        if (k <= 0)
+                return;
+        buf[k] = '\0';
+        char *save = NULL;
+        for (char *name = strtok_r(buf, "\n", &save); name; name = strtok_r(NULL, "\n", &save))
+                agent_server_wake(d->agents, name);
 }
 
 static void on_signal(LoopSource *s, int fd, uint32_t events, void *userdata)
@@ -190,6 +209,25 @@ static int daemon_start(Daemon *d)
         if (r < 0)
                 return r;
 
+        r = broker_clear_leases(d->store);
+        if (r > 0)
+                log_info("offering %d message(s) leased before the restart again", r);
+        r = store_batch_commit(d->store);
+        if (r < 0)
+                return log_error_errno(r, "cannot clear old leases: %m");
+        r = agent_server_new(d, &d->agents);
+        if (r < 0)
+                return log_error_errno(r, "cannot create the agent sockets: %m");
+        loop_set_post(d->loop, daemon_commit, d);
+
+        r = scheduler_start(db, &d->scheduler, &d->scheduler_fd);
+        if (r < 0)
+                return log_error_errno(r, "cannot start the scheduler thread: %m");
+        r = loop_add(d->loop, d->scheduler_fd, EPOLLIN, on_scheduler, d, &d->scheduler_src);
+        if (r < 0)
+                return r;
+
+        /* host.sock last: once it answers, everything else is up. */
         struct group *g = getgrnam(ADMIN_GROUP);
         d->admin_gid = g ? g->gr_gid : (gid_t)-1;
         ServerOptions so = {
@@ -207,16 +245,6 @@ static int daemon_start(Daemon *d)
         if (r < 0)
                 return r;
 
-        r = broker_clear_leases(d->store);
-        if (r > 0)
-                log_info("offering %d message(s) leased before the restart again", r);
-        r = store_batch_commit(d->store);
-        if (r < 0)
-                return log_error_errno(r, "cannot clear old leases: %m");
-        r = agent_server_new(d, &d->agents);
-        if (r < 0)
-                return log_error_errno(r, "cannot create the agent sockets: %m");
-        loop_set_post(d->loop, daemon_commit, d);
         log_info("hive-c0re %s serving %s (state %s%s)", HIVE_VERSION, sock, c->state_dir,
                  c->dev ? ", development mode" : "");
         return 0;
@@ -224,6 +252,10 @@ static int daemon_start(Daemon *d)
 
 static void daemon_stop(Daemon *d)
 {
+        d->scheduler = scheduler_stop(d->scheduler);
+        loop_remove(d->scheduler_src);
+        if (d->scheduler_fd >= 0)
+                close(d->scheduler_fd);
         if (d->store && store_batch_open(d->store))
                 (void)store_batch_commit(d->store);
         d->agents = agent_server_free(d->agents);
@@ -244,6 +276,7 @@ int daemon_run(HiveConfig *cfg)
         Daemon d = {.cfg = cfg,
                     .lock_fd = -1,
                     .signal_fd = -1,
+                    .scheduler_fd = -1,
                     .admin_gid = (gid_t)-1,
                     .lease_ms = cfg->lease_seconds * 1000};
         log_set_max_level(log_level_from_string(cfg->log_level));

@@ -11,6 +11,7 @@
 #include "store.h"
 
 typedef struct AgentServer AgentServer;
+typedef struct Scheduler Scheduler;
 
 typedef struct Daemon {
         HiveConfig *cfg;
@@ -18,6 +19,10 @@ typedef struct Daemon {
         Store *store;
         Server *host;
         AgentServer *agents;
+        Scheduler *scheduler;
+        int scheduler_fd; /* recipients the scheduler delivered to, one per line */
+        LoopSource *scheduler_src;
+        bool scheduler_dirty; /* kick the scheduler after the next commit */
         int64_t lease_ms;    /* how long a recv'd message stays leased before it is offered again */
         const char *backend; /* the chosen backend's name */
         const char *backend_reason; /* why it was chosen */

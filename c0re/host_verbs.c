@@ -20,6 +20,8 @@
 #include "host_verbs.h"
 #include "log.h"
 #include "proto.h"
+#include "questions.h"
+#include "reminders.h"
 
 bool host_verbs_name_valid(const char *name)
 {
@@ -72,6 +74,7 @@ static int verb_agent_status(DispatchCtx *ctx, json_t *req, json_t *resp)
                 r = container_view_row(d->cfg, &agents[i], &row);
                 if (r < 0)
                         break;
+                (void)reminders_count_pending(d->store, agents[i].name, &row.pending_reminders);
                 if (json_array_append_new(a, proto_agent_status_row_encode(&row)) < 0)
                         r = -ENOMEM;
                 agent_status_row_done(&row);
@@ -203,6 +206,55 @@ static int verb_operator_ack(DispatchCtx *ctx, json_t *req, json_t *resp)
         return json_object_set_new(resp, "acked", json_integer(r)) < 0 ? -ENOMEM : 0;
 }
 
+static int verb_questions(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        json_t *arr = json_array();
+        if (!arr || json_object_set_new(resp, "questions", arr) < 0)
+                return -ENOMEM;
+        int r = questions_list_open(d->store, NULL, arr);
+        return r < 0 ? store_failure(ctx, r, "reading questions") : 0;
+}
+
+static int verb_answer(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        return agent_server_answer(d, ctx, OPERATOR_NAME, true, req);
+}
+
+static int verb_cancel_question(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        int64_t id = json_integer_value(json_object_get(req, "id"));
+        int r = questions_cancel(d->store, id, OPERATOR_NAME, true);
+        if (r == -ENOENT)
+                return dispatch_fail(ctx, r, "there is no question %lld", (long long)id);
+        if (r == -EALREADY)
+                return dispatch_fail(ctx, r, "question %lld is already answered", (long long)id);
+        return r < 0 ? store_failure(ctx, r, "cancelling the question") : 0;
+}
+
+static int verb_reminders(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        json_t *arr = json_array();
+        if (!arr || json_object_set_new(resp, "reminders", arr) < 0)
+                return -ENOMEM;
+        int r = reminders_list_pending(d->store, NULL, arr);
+        return r < 0 ? store_failure(ctx, r, "reading reminders") : 0;
+}
+
+static const FieldSpec answer_fields[] = {
+        {"id", FT_INT, true},
+        {"answer", FT_STRING, true},
+        {NULL, 0, false},
+};
+
+static const FieldSpec id_fields[] = {
+        {"id", FT_INT, true},
+        {NULL, 0, false},
+};
+
 static const FieldSpec send_fields[] = {
         {"to", FT_STRING, true},
         {"body", FT_STRING, true},
@@ -237,6 +289,10 @@ static const VerbSpec host_verbs[] = {
         {"operator_inbox", verb_operator_inbox, inbox_fields, 0,
          "unacknowledged messages to the operator"},
         {"operator_ack", verb_operator_ack, ack_fields, 0, "acknowledge operator messages"},
+        {"questions", verb_questions, NULL, 0, "open questions, hive-wide"},
+        {"answer", verb_answer, answer_fields, 0, "answer any question as the operator"},
+        {"cancel_question", verb_cancel_question, id_fields, 0, "withdraw a question"},
+        {"reminders", verb_reminders, NULL, 0, "pending reminders, hive-wide"},
 };
 
 const VerbTable host_verb_table = {

@@ -127,7 +127,7 @@ void *server_conn_userdata(ServerConn *sc)
 
 void server_release_held(Server *s, int commit_result)
 {
-        while (s->held) {
+        while (s && s->held) {
                 ServerConn *sc = s->held;
                 s->held = sc->next_held;
                 sc->next_held = NULL;

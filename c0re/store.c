@@ -43,7 +43,7 @@ static const char *const migrations[] = {
         "CREATE UNIQUE INDEX agents_live_name ON agents(name) WHERE destroyed_at IS NULL;",
         /* 1 → 2: the broker's messages.  Times are unix milliseconds. */
         "CREATE TABLE messages ("
-        "  id INTEGER PRIMARY KEY,"
+        "  id INTEGER PRIMARY KEY AUTOINCREMENT," /* ids are never reused after a vacuum */
         "  sender TEXT NOT NULL,"
         "  recipient TEXT NOT NULL,"
         "  body TEXT NOT NULL,"
@@ -58,6 +58,35 @@ static const char *const migrations[] = {
         "CREATE INDEX messages_recent_to ON messages(recipient, sent_at);"
         "CREATE INDEX messages_recent_from ON messages(sender, sent_at);"
         "CREATE INDEX messages_acked ON messages(acked_at) WHERE acked_at IS NOT NULL;",
+        /* 2 → 3: questions and reminders.  Times are unix milliseconds. */
+        "CREATE TABLE questions ("
+        "  id INTEGER PRIMARY KEY,"
+        "  asker TEXT NOT NULL,"
+        "  target TEXT NOT NULL,"
+        "  question TEXT NOT NULL,"
+        "  options_json TEXT,"
+        "  multi INTEGER NOT NULL DEFAULT 0,"
+        "  asked_at INTEGER NOT NULL,"
+        "  deadline_at INTEGER,"
+        "  answered_at INTEGER,"
+        "  answer TEXT,"
+        "  answerer TEXT"
+        ");"
+        "CREATE INDEX questions_open ON questions(deadline_at) WHERE answered_at IS NULL;"
+        "CREATE TABLE reminders ("
+        "  id INTEGER PRIMARY KEY,"
+        "  agent TEXT NOT NULL,"
+        "  message TEXT NOT NULL,"
+        "  file_path TEXT,"
+        "  due_at INTEGER NOT NULL,"
+        "  created_at INTEGER NOT NULL,"
+        "  sent_at INTEGER,"
+        "  cancelled_at INTEGER,"
+        "  attempt_count INTEGER NOT NULL DEFAULT 0,"
+        "  last_error TEXT"
+        ");"
+        "CREATE INDEX reminders_due ON reminders(due_at) "
+        "  WHERE sent_at IS NULL AND cancelled_at IS NULL;",
 };
 
 int store_sqlite_errno(Store *s, int rc, const char *what)

@@ -1,0 +1,19 @@
+/* The scheduler timer thread: fires due reminders, expires questions past their TTL (as
+ * "ttl-watchdog"), and vacuums old delivered messages hourly.  It has its own database
+ * connection and tells the main loop which inboxes got mail through a pipe. */
+#pragma once
+
+#include <stdint.h>
+
+typedef struct Scheduler Scheduler;
+
+#define SCHEDULER_SLEEP_MAX_MS 5000
+#define VACUUM_AGE_MS          (30ll * 24 * 3600 * 1000)
+
+/* Starts the thread on the database at db_path.  *ret_fd is the read end of the pipe on
+ * which it writes one recipient name per line. */
+int scheduler_start(const char *db_path, Scheduler **ret, int *ret_fd);
+/* Makes the thread look at the database again now (a reminder or deadline was added). */
+void scheduler_kick(Scheduler *sch);
+/* Stops and joins the thread.  Returns NULL. */
+Scheduler *scheduler_stop(Scheduler *sch);
