@@ -129,6 +129,11 @@ static int endpoint_lease_into(AgentEndpoint *ep, ServerConn *sc, unsigned max, 
         int r = broker_lease(d->store, ep->name, max, d->lease_ms, arr, &ids, &n);
         if (r < 0 || n == 0)
                 return r;
+        json_t *jids = json_array();
+        for (size_t i = 0; jids && i < n; i++)
+                json_array_append_new(jids, json_integer(ids[i]));
+        daemon_post_event(d, "message_delivered",
+                          json_pack("{s:s, s:o}", "to", ep->name, "ids", jids));
         Leased *l = malloc(sizeof(Leased) + n * sizeof(int64_t));
         if (!l)
                 return -ENOMEM;
@@ -302,6 +307,9 @@ int agent_server_send(Daemon *d, DispatchCtx *ctx, const char *from, json_t *req
                         json_array_append_new(ids, json_integer(id));
                 else
                         json_object_set_new(resp, "id", json_integer(id));
+                daemon_post_event(
+                        d, "message_sent",
+                        json_pack("{s:I, s:s, s:s}", "id", (json_int_t)id, "from", from, "to", *t));
                 agent_server_wake(d->agents, *t);
         }
         return 0;
@@ -470,6 +478,7 @@ static int verb_set_status(DispatchCtx *ctx, json_t *req, json_t *resp)
         int r = store_agent_set_status(ep->as->d->store, ep->name, n ? text : NULL);
         if (r < 0)
                 return dispatch_fail(ctx, r, "could not record the status: %s", strerror(-r));
+        daemon_agent_changed(ep->as->d, ep->name);
         return 0;
 }
 
@@ -531,6 +540,9 @@ static int verb_ask(DispatchCtx *ctx, json_t *req, json_t *resp)
         if (r < 0)
                 return dispatch_fail(ctx, r, "could not store the question: %s", strerror(-r));
         agent_server_wake(ep->as, to);
+        daemon_post_event(d, "question_asked",
+                          json_pack("{s:I, s:s, s:s}", "id", (json_int_t)id, "asker", ep->name,
+                                    "target", to));
         if (deadline)
                 d->scheduler_dirty = true;
         return json_object_set_new(resp, "id", json_integer(id)) < 0 ? -ENOMEM : 0;
@@ -556,6 +568,8 @@ int agent_server_answer(Daemon *d, DispatchCtx *ctx, const char *who, bool opera
         if (r < 0)
                 return dispatch_fail(ctx, r, "could not record the answer: %s", strerror(-r));
         agent_server_wake(d->agents, asker);
+        daemon_post_event(d, "question_answered",
+                          json_pack("{s:I, s:s}", "id", (json_int_t)id, "answerer", who));
         return 0;
 }
 
@@ -614,6 +628,7 @@ static int verb_remind(DispatchCtx *ctx, json_t *req, json_t *resp)
         if (r < 0)
                 return dispatch_fail(ctx, r, "could not store the reminder: %s", strerror(-r));
         d->scheduler_dirty = true;
+        daemon_agent_changed(d, ep->name);
         char ts[TIMEUTIL_RFC3339_MAX];
         timeutil_rfc3339(due / 1000, ts);
         json_object_set_new(resp, "id", json_integer(id));
@@ -642,6 +657,12 @@ static int verb_cancel_loose_end(DispatchCtx *ctx, json_t *req, json_t *resp)
                 return dispatch_fail(ctx, r, "%s %lld is already closed", kind, (long long)id);
         if (r < 0)
                 return dispatch_fail(ctx, r, "could not cancel: %s", strerror(-r));
+        if (strcmp(kind, "reminder") == 0)
+                daemon_agent_changed(d, ep->name);
+        else
+                daemon_post_event(
+                        d, "question_answered",
+                        json_pack("{s:I, s:s}", "id", (json_int_t)id, "answerer", ep->name));
         return 0;
 }
 

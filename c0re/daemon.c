@@ -23,6 +23,7 @@
 #include "cleanup.h"
 #include "client.h"
 #include "daemon.h"
+#include "events.h"
 #include "fsutil.h"
 #include "hive-config.h"
 #include "host_verbs.h"
@@ -59,14 +60,62 @@ static bool host_batch_open(void *userdata)
         return store_batch_open(d->store);
 }
 
+void daemon_post_event(Daemon *d, const char *kind, json_t *payload)
+{
+        if (!d->events || !d->pending_events) {
+                json_decref(payload);
+                return;
+        }
+        json_t *e =
+                json_pack("{s:s, s:o}", "kind", kind, "payload", payload ? payload : json_object());
+        if (e)
+                json_array_append_new(d->pending_events, e);
+}
+
+void daemon_agent_changed(Daemon *d, const char *name)
+{
+        if (!d->pending_events)
+                return;
+        size_t i;
+        json_t *e;
+        json_array_foreach(d->pending_events, i, e)
+        {
+                const char *n =
+                        json_string_value(json_object_get(json_object_get(e, "payload"), "name"));
+                if (n && strcmp(n, name) == 0 &&
+                    strcmp(json_string_value(json_object_get(e, "kind")), "agent_status_changed") ==
+                            0)
+                        return;
+        }
+        daemon_post_event(d, "agent_status_changed", json_pack("{s:s}", "name", name));
+}
+
+static void publish_pending(Daemon *d, int commit_result)
+{
+        if (!d->pending_events || json_array_size(d->pending_events) == 0)
+                return;
+        json_t *list = d->pending_events;
+        d->pending_events = json_array();
+        size_t i;
+        json_t *e;
+        if (commit_result >= 0)
+                json_array_foreach(list, i, e)
+                        events_publish(d->events, json_string_value(json_object_get(e, "kind")),
+                                       json_incref(json_object_get(e, "payload")));
+        json_decref(list);
+}
+
 /* After every loop round: commit the write batch once, then release the answers that waited
  * for it (group commit). */
 static void daemon_commit(void *userdata)
 {
         Daemon *d = userdata;
-        if (!store_batch_open(d->store))
+        if (!store_batch_open(d->store)) {
+                publish_pending(d, 0);
                 return;
+        }
         int r = store_batch_commit(d->store);
+        publish_pending(d, r);
         server_release_held(d->host, r);
         agent_server_release_held(d->agents, r);
         if (d->scheduler_dirty) {
@@ -77,6 +126,7 @@ static void daemon_commit(void *userdata)
          * connection): commit that too. */
         if (store_batch_open(d->store)) {
                 r = store_batch_commit(d->store);
+                publish_pending(d, r);
                 server_release_held(d->host, r);
                 agent_server_release_held(d->agents, r);
         }
@@ -92,8 +142,10 @@ static void on_scheduler(LoopSource *s, int fd, uint32_t events, void *userdata)
                 return;
         buf[k] = '\0';
         char *save = NULL;
-        for (char *name = strtok_r(buf, "\n", &save); name; name = strtok_r(NULL, "\n", &save))
+        for (char *name = strtok_r(buf, "\n", &save); name; name = strtok_r(NULL, "\n", &save)) {
                 agent_server_wake(d->agents, name);
+                daemon_agent_changed(d, name); /* a reminder fired or a question expired */
+        }
 }
 
 static void on_signal(LoopSource *s, int fd, uint32_t events, void *userdata)
@@ -192,6 +244,13 @@ static int daemon_start(Daemon *d)
         if (r < 0)
                 return log_error_errno(r, "cannot open the database %s: %m", db);
 
+        r = events_new(&d->events);
+        if (r < 0)
+                return r;
+        d->pending_events = json_array();
+        if (!d->pending_events)
+                return -ENOMEM;
+
         r = loop_new(&d->loop);
         if (r < 0)
                 return log_error_errno(r, "cannot create the main loop: %m");
@@ -267,6 +326,9 @@ static void daemon_stop(Daemon *d)
                 close(d->signal_fd);
         d->loop = loop_free(d->loop);
         d->store = store_close(d->store);
+        d->events = events_free(d->events);
+        json_decref(d->pending_events);
+        d->pending_events = NULL;
         if (d->lock_fd >= 0)
                 close(d->lock_fd);
 }

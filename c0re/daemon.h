@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <jansson.h>
+
 #include "config.h"
 #include "loop.h"
 #include "server.h"
@@ -12,6 +14,7 @@
 
 typedef struct AgentServer AgentServer;
 typedef struct Scheduler Scheduler;
+typedef struct Events Events;
 
 typedef struct Daemon {
         HiveConfig *cfg;
@@ -19,6 +22,8 @@ typedef struct Daemon {
         Store *store;
         Server *host;
         AgentServer *agents;
+        Events *events;
+        json_t *pending_events; /* published once the round's batch commits */
         Scheduler *scheduler;
         int scheduler_fd; /* recipients the scheduler delivered to, one per line */
         LoopSource *scheduler_src;
@@ -31,6 +36,12 @@ typedef struct Daemon {
         int signal_fd;
         LoopSource *signal_src;
 } Daemon;
+
+/* Queues an event for the bus; it is published after the current write batch commits (and
+ * dropped if the commit fails).  Takes payload.  A no-op without a bus (unit tests). */
+void daemon_post_event(Daemon *d, const char *kind, json_t *payload);
+/* An agent's status row changed (agent_status_changed {name}, once per round). */
+void daemon_agent_changed(Daemon *d, const char *name);
 
 /* Runs the daemon until SIGTERM/SIGINT.  Returns 0 after a clean shutdown, or a negative
  * errno after logging why it could not start. */

@@ -15,6 +15,7 @@
 #include "broker.h"
 #include "cleanup.h"
 #include "container_view.h"
+#include "events.h"
 #include "daemon.h"
 #include "hive-config.h"
 #include "host_verbs.h"
@@ -59,6 +60,18 @@ static int verb_list(DispatchCtx *ctx, json_t *req, json_t *resp)
         return 0;
 }
 
+/* The wire row of one agent, with its pending reminders.  New reference or NULL. */
+static json_t *status_row_json(Daemon *d, const AgentRecord *a)
+{
+        AgentStatusRow row;
+        if (container_view_row(d->cfg, a, &row) < 0)
+                return NULL;
+        (void)reminders_count_pending(d->store, a->name, &row.pending_reminders);
+        json_t *j = proto_agent_status_row_encode(&row);
+        agent_status_row_done(&row);
+        return j;
+}
+
 static int verb_agent_status(DispatchCtx *ctx, json_t *req, json_t *resp)
 {
         Daemon *d = ctx->userdata;
@@ -69,18 +82,67 @@ static int verb_agent_status(DispatchCtx *ctx, json_t *req, json_t *resp)
                 return store_failure(ctx, r, "reading agent status");
         json_t *a = json_array();
         r = a && json_object_set_new(resp, "agent_statuses", a) == 0 ? 0 : -ENOMEM;
-        for (size_t i = 0; r >= 0 && i < n; i++) {
-                AgentStatusRow row;
-                r = container_view_row(d->cfg, &agents[i], &row);
-                if (r < 0)
-                        break;
-                (void)reminders_count_pending(d->store, agents[i].name, &row.pending_reminders);
-                if (json_array_append_new(a, proto_agent_status_row_encode(&row)) < 0)
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                if (json_array_append_new(a, status_row_json(d, &agents[i])) < 0)
                         r = -ENOMEM;
-                agent_status_row_done(&row);
-        }
         agent_records_free(agents, n);
         return r;
+}
+
+typedef struct Subscription {
+        Daemon *d;
+        ServerConn *sc;
+        int handle;
+        uint64_t dropped;
+} Subscription;
+
+/* One single-row response per changed agent; a reader too far behind loses updates. */
+static void subscription_event(const char *kind, const json_t *payload, uint64_t seq,
+                               void *userdata)
+{
+        Subscription *sub = userdata;
+        if (strcmp(kind, "agent_status_changed") != 0)
+                return;
+        const char *name = json_string_value(json_object_get(payload, "name"));
+        AgentRecord a;
+        if (!name || store_agent_get(sub->d->store, name, &a) < 0)
+                return;
+        _cleanup_json_ json_t *resp = proto_response_new();
+        json_t *row = status_row_json(sub->d, &a);
+        agent_record_done(&a);
+        if (!resp || !row || json_object_set_new(resp, "agent_statuses", json_array()) < 0 ||
+            json_array_append_new(json_object_get(resp, "agent_statuses"), row) < 0)
+                return;
+        size_t len;
+        _cleanup_free_ char *line = proto_dump_line(resp, &len);
+        if (line && server_conn_push(sub->sc, line, len) == -EAGAIN && sub->dropped++ == 0)
+                log_warning("a subscribe_agent_status reader is too slow; dropping updates");
+}
+
+static void subscription_closed(void *data, bool dropped)
+{
+        Subscription *sub = data;
+        events_unsubscribe(sub->d->events, sub->handle);
+        free(sub);
+}
+
+static int verb_subscribe_agent_status(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        if (!ctx->origin || !d->events)
+                return dispatch_fail(ctx, -EOPNOTSUPP, "subscribe_agent_status needs a stream");
+        Subscription *sub = calloc(1, sizeof(*sub));
+        if (!sub)
+                return -ENOMEM;
+        sub->d = d;
+        sub->sc = ctx->origin;
+        sub->handle = events_subscribe(d->events, subscription_event, sub);
+        if (sub->handle < 0) {
+                free(sub);
+                return -ENOMEM;
+        }
+        server_conn_set_stream(ctx->origin, subscription_closed, sub);
+        return 0; /* the bare ack */
 }
 
 static int verb_urls(DispatchCtx *ctx, json_t *req, json_t *resp)
@@ -167,6 +229,7 @@ static int verb_set_paused(DispatchCtx *ctx, json_t *req, json_t *resp)
         r = store_agent_set_paused(d->store, name, paused);
         if (r < 0)
                 return store_failure(ctx, r, "recording the pause");
+        daemon_agent_changed(d, name);
         log_info("%s %s", paused ? "paused" : "unpaused", name);
         return 0;
 }
@@ -281,6 +344,8 @@ static const FieldSpec set_paused_fields[] = {
 static const VerbSpec host_verbs[] = {
         {"list", verb_list, NULL, 0, "names of the managed agents"},
         {"agent_status", verb_agent_status, NULL, 0, "one status row per agent"},
+        {"subscribe_agent_status", verb_subscribe_agent_status, NULL, VERB_STREAM,
+         "push a status row whenever an agent changes"},
         {"urls", verb_urls, NULL, 0, "the hive's domain and browser URLs"},
         {"version", verb_version, NULL, 0, "daemon and protocol version, backends"},
         {"set_paused", verb_set_paused, set_paused_fields, 0,

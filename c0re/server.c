@@ -34,6 +34,9 @@ struct ServerConn {
         ServerConn *next_held;
         ServerDropFn drop;
         void *drop_data;
+        bool stream;
+        ServerDropFn stream_closed;
+        void *stream_data;
 };
 
 struct Server {
@@ -78,10 +81,26 @@ static void reply_write(ServerConn *sc, const char *line, size_t len)
                 return; /* closed: on_close ran the drop callback */
         if (conn_output_pending(c) == 0)
                 drop_finish(sc, false);
+        if (sc->stream)
+                return; /* stays open for pushes */
         if (sc->server->opts.one_shot)
                 conn_close_after_flush(c);
         else
                 conn_resume(c);
+}
+
+void server_conn_set_stream(ServerConn *sc, ServerDropFn fn, void *data)
+{
+        sc->stream = true;
+        sc->stream_closed = fn;
+        sc->stream_data = data;
+}
+
+int server_conn_push(ServerConn *sc, const char *line, size_t len)
+{
+        if (conn_output_pending(sc->conn) > SERVER_PUSH_BACKLOG_MAX)
+                return -EAGAIN;
+        return conn_send(sc->conn, line, len);
 }
 
 /* Answers now, or holds the answer until the open write batch commits. */
@@ -207,6 +226,8 @@ static void on_close(Conn *c, void *userdata)
                 free(sc->held);
         }
         drop_finish(sc, true);
+        if (sc->stream_closed)
+                sc->stream_closed(sc->stream_data, true);
         if (sc->prev)
                 sc->prev->next = sc->next;
         else
@@ -297,7 +318,7 @@ static void on_timer(LoopSource *src, int fd, uint32_t events, void *userdata)
         uint64_t limit = (uint64_t)s->opts.idle_timeout_sec * 1000000u;
         for (ServerConn *sc = s->conns, *next; sc; sc = next) {
                 next = sc->next;
-                if (!sc->parked && now - conn_last_activity(sc->conn) > limit) {
+                if (!sc->parked && !sc->stream && now - conn_last_activity(sc->conn) > limit) {
                         log_debug("closing a connection idle for over %u s",
                                   s->opts.idle_timeout_sec);
                         conn_close(sc->conn);

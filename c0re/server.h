@@ -45,6 +45,13 @@ unsigned server_n_connections(const Server *s);
 void server_conn_reply(ServerConn *sc, json_t *resp);
 /* Guards the answer now being produced on sc (see ServerDropFn). */
 void server_conn_on_drop(ServerConn *sc, ServerDropFn fn, void *data);
+/* Turns sc into a push stream after its answer: it stays open, reads nothing more, and
+ * fn(data, true) runs when it closes. */
+void server_conn_set_stream(ServerConn *sc, ServerDropFn fn, void *data);
+/* Pushes one line on a stream.  -EAGAIN (dropped) when the reader is too far behind. */
+int server_conn_push(ServerConn *sc, const char *line, size_t len);
+#define SERVER_PUSH_BACKLOG_MAX (256u * 1024u)
+
 /* The endpoint's userdata of the connection's server. */
 void *server_conn_userdata(ServerConn *sc);
 /* Writes the answers held for the write batch; if commit_result < 0 they are replaced by a

@@ -1,0 +1,103 @@
+/* Event ring and subscriber list. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "events.h"
+
+typedef struct Subscriber {
+        int handle;
+        EventsFn fn;
+        void *userdata;
+} Subscriber;
+
+struct Events {
+        json_t *ring[EVENTS_RING_SIZE];
+        uint64_t seq; /* of the newest event; 0 = none yet */
+        Subscriber *subs;
+        size_t n_subs, cap_subs;
+        int next_handle;
+};
+
+int events_new(Events **ret)
+{
+        Events *e = calloc(1, sizeof(*e));
+        if (!e)
+                return -ENOMEM;
+        e->next_handle = 1;
+        *ret = e;
+        return 0;
+}
+
+Events *events_free(Events *e)
+{
+        if (!e)
+                return NULL;
+        for (size_t i = 0; i < EVENTS_RING_SIZE; i++)
+                json_decref(e->ring[i]);
+        free(e->subs);
+        free(e);
+        return NULL;
+}
+
+uint64_t events_publish(Events *e, const char *kind, json_t *payload)
+{
+        json_t *ev = json_pack("{s:I, s:s}", "seq", (json_int_t)(e->seq + 1), "kind", kind);
+        if (!ev || (payload && json_object_update(ev, payload) < 0)) {
+                json_decref(ev);
+                json_decref(payload);
+                return 0;
+        }
+        e->seq++;
+        size_t slot = e->seq % EVENTS_RING_SIZE;
+        json_decref(e->ring[slot]);
+        e->ring[slot] = ev;
+        /* Subscribers may unsubscribe themselves while we iterate: walk by index, backwards. */
+        for (size_t i = e->n_subs; i-- > 0;)
+                if (i < e->n_subs)
+                        e->subs[i].fn(kind, payload ? payload : ev, e->seq, e->subs[i].userdata);
+        json_decref(payload);
+        return e->seq;
+}
+
+uint64_t events_last_seq(const Events *e)
+{
+        return e->seq;
+}
+
+int events_since(const Events *e, uint64_t after, json_t *arr)
+{
+        uint64_t first = e->seq >= EVENTS_RING_SIZE ? e->seq - EVENTS_RING_SIZE + 1 : 1;
+        if (after + 1 > first)
+                first = after + 1;
+        int n = 0;
+        for (uint64_t s = first; s <= e->seq; s++) {
+                json_t *ev = e->ring[s % EVENTS_RING_SIZE];
+                if (ev && json_array_append(arr, ev) == 0)
+                        n++;
+        }
+        return n;
+}
+
+int events_subscribe(Events *e, EventsFn fn, void *userdata)
+{
+        if (e->n_subs == e->cap_subs) {
+                size_t cap = e->cap_subs ? e->cap_subs * 2 : 8;
+                Subscriber *s = realloc(e->subs, cap * sizeof(*s));
+                if (!s)
+                        return -ENOMEM;
+                e->subs = s;
+                e->cap_subs = cap;
+        }
+        int h = e->next_handle++;
+        e->subs[e->n_subs++] = (Subscriber){h, fn, userdata};
+        return h;
+}
+
+void events_unsubscribe(Events *e, int handle)
+{
+        for (size_t i = 0; i < e->n_subs; i++)
+                if (e->subs[i].handle == handle) {
+                        e->subs[i] = e->subs[--e->n_subs];
+                        return;
+                }
+}
