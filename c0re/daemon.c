@@ -243,6 +243,9 @@ static int daemon_start(Daemon *d)
         r = store_open(db, &d->store);
         if (r < 0)
                 return log_error_errno(r, "cannot open the database %s: %m", db);
+        r = store_disable_autocheckpoint(d->store);
+        if (r < 0)
+                return log_error_errno(r, "cannot configure the database: %m");
 
         r = events_new(&d->events);
         if (r < 0)

@@ -82,6 +82,9 @@ static void *scheduler_main(void *userdata)
                         notify(sch, names);
                 json_decref(names);
                 vacuum(sch, now);
+                /* Checkpoints happen here, off the main loop's hot path. */
+                if (store_checkpoint(sch->store) < 0)
+                        log_debug("checkpoint failed");
 
                 int64_t next = now + SCHEDULER_SLEEP_MAX_MS, t = 0;
                 if (reminders_next_due(sch->store, &t) >= 0 && t > 0 && t < next)

@@ -1,5 +1,6 @@
 /* The scheduler timer thread: fires due reminders, expires questions past their TTL (as
- * "ttl-watchdog"), and vacuums old delivered messages hourly.  It has its own database
+ * "ttl-watchdog"), checkpoints the WAL (passively, every round) and vacuums old delivered
+ * messages hourly.  It has its own database
  * connection and tells the main loop which inboxes got mail through a pipe. */
 #pragma once
 
@@ -7,7 +8,7 @@
 
 typedef struct Scheduler Scheduler;
 
-#define SCHEDULER_SLEEP_MAX_MS 5000
+#define SCHEDULER_SLEEP_MAX_MS 1000 /* also the WAL checkpoint cadence */
 #define VACUUM_AGE_MS          (30ll * 24 * 3600 * 1000)
 
 /* Starts the thread on the database at db_path.  *ret_fd is the read end of the pipe on

@@ -529,3 +529,17 @@ int store_agent_set_status(Store *s, const char *name, const char *text)
                 return store_sqlite_errno(s, rc, "set status");
         return sqlite3_changes(s->db) > 0 ? 0 : -ENOENT;
 }
+
+int store_disable_autocheckpoint(Store *s)
+{
+        return store_exec(s, "PRAGMA wal_autocheckpoint=0");
+}
+
+int store_checkpoint(Store *s)
+{
+        int log = 0, done = 0;
+        int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+                return store_sqlite_errno(s, rc, "checkpoint");
+        return log - done;
+}

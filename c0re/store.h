@@ -72,5 +72,11 @@ int store_batch_commit(Store *s);
 int store_op_begin(Store *s);
 int store_op_end(Store *s, int r); /* releases if r >= 0, rolls back otherwise; returns r */
 
+/* Turns sqlite's automatic WAL checkpoint (run by whichever commit crosses 1000 pages) off
+ * for this connection, so the daemon's hot path never pays for one. */
+int store_disable_autocheckpoint(Store *s);
+/* A passive checkpoint (never blocks writers).  Returns the WAL frames left, or < 0. */
+int store_checkpoint(Store *s);
+
 /* Milliseconds since the epoch (CLOCK_REALTIME). */
 int64_t store_now_ms(void);
