@@ -13,11 +13,8 @@
 #include "log.h"
 #include "timeutil.h"
 
-static int prep(Store *s, const char *sql, sqlite3_stmt **st)
-{
-        int rc = sqlite3_prepare_v3(store_db(s), sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
-        return rc == SQLITE_OK ? 0 : store_sqlite_errno(s, rc, "prepare");
-}
+/* Statements come from the connection's cache: the hot path prepares nothing. */
+#define prep(s, sql, st) store_stmt(s, sql, st)
 
 int broker_send(Store *s, const char *from, const char *to, const char *body, int64_t in_reply_to,
                 int64_t *ret_id)
@@ -41,7 +38,7 @@ int broker_send(Store *s, const char *from, const char *to, const char *body, in
                 sqlite3_bind_null(st, 4);
         sqlite3_bind_int64(st, 5, store_now_ms());
         int rc = sqlite3_step(st);
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         if (rc != SQLITE_DONE)
                 return store_sqlite_errno(s, rc, "insert message");
         *ret_id = sqlite3_last_insert_rowid(store_db(s));
@@ -84,7 +81,7 @@ int broker_lease(Store *s, const char *recipient, unsigned max, int64_t lease_ms
         sqlite3_bind_int(st, 3, (int)max);
         _cleanup_free_ int64_t *ids = calloc(max ? max : 1, sizeof(int64_t));
         if (!ids) {
-                sqlite3_finalize(st);
+                store_stmt_done(st);
                 return -ENOMEM;
         }
         size_t n = 0;
@@ -92,12 +89,12 @@ int broker_lease(Store *s, const char *recipient, unsigned max, int64_t lease_ms
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
                 json_t *m = message_json(st);
                 if (!m || json_array_append_new(arr, m) < 0) {
-                        sqlite3_finalize(st);
+                        store_stmt_done(st);
                         return -ENOMEM;
                 }
                 ids[n++] = sqlite3_column_int64(st, 0);
         }
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         if (rc != SQLITE_DONE)
                 return store_sqlite_errno(s, rc, "select inbox");
         if (n == 0)
@@ -120,11 +117,11 @@ int broker_lease(Store *s, const char *recipient, unsigned max, int64_t lease_ms
                 rc = sqlite3_step(st);
                 sqlite3_reset(st);
                 if (rc != SQLITE_DONE) {
-                        sqlite3_finalize(st);
+                        store_stmt_done(st);
                         return store_sqlite_errno(s, rc, "lease");
                 }
         }
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         *ret_ids = TAKE_PTR(ids);
         *ret_n = n;
         return 0;
@@ -142,7 +139,7 @@ int broker_available(Store *s, const char *recipient)
         sqlite3_bind_text(st, 1, recipient, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, store_now_ms());
         int rc = sqlite3_step(st);
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         if (rc == SQLITE_ROW)
                 return 1;
         if (rc == SQLITE_DONE)
@@ -174,12 +171,12 @@ int broker_ack(Store *s, const char *recipient, const int64_t *ids, size_t n)
                 int rc = sqlite3_step(st);
                 sqlite3_reset(st);
                 if (rc != SQLITE_DONE) {
-                        sqlite3_finalize(st);
+                        store_stmt_done(st);
                         return store_sqlite_errno(s, rc, "ack");
                 }
                 count += sqlite3_changes(store_db(s));
         }
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         return count;
 }
 
@@ -200,11 +197,11 @@ int broker_unlease(Store *s, const int64_t *ids, size_t n)
                 int rc = sqlite3_step(st);
                 sqlite3_reset(st);
                 if (rc != SQLITE_DONE) {
-                        sqlite3_finalize(st);
+                        store_stmt_done(st);
                         return store_sqlite_errno(s, rc, "unlease");
                 }
         }
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         return 0;
 }
 
@@ -240,7 +237,7 @@ int broker_depth(Store *s, const char *recipient, int64_t *ret_total, int64_t *r
                 *ret_total = sqlite3_column_int64(st, 0);
                 *ret_leased = sqlite3_column_int64(st, 1);
         }
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         return rc == SQLITE_ROW ? 0 : store_sqlite_errno(s, rc, "depth");
 }
 
@@ -263,7 +260,7 @@ int broker_recent(Store *s, const char *who, unsigned limit, json_t *arr)
         int rc;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW)
                 json_array_insert_new(tmp, 0, message_json(st));
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         if (rc != SQLITE_DONE) {
                 json_decref(tmp);
                 return store_sqlite_errno(s, rc, "recent");
@@ -287,10 +284,10 @@ int broker_unacked(Store *s, const char *recipient, unsigned limit, json_t *arr)
         int rc;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW)
                 if (json_array_append_new(arr, message_json(st)) < 0) {
-                        sqlite3_finalize(st);
+                        store_stmt_done(st);
                         return -ENOMEM;
                 }
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         return rc == SQLITE_DONE ? 0 : store_sqlite_errno(s, rc, "unacked");
 }
 
@@ -309,7 +306,7 @@ int broker_vacuum(Store *s, int64_t cutoff_ms, unsigned batch)
         sqlite3_bind_int64(st, 1, cutoff_ms);
         sqlite3_bind_int(st, 2, (int)batch);
         int rc = sqlite3_step(st);
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         if (rc != SQLITE_DONE)
                 return store_sqlite_errno(s, rc, "vacuum");
         return sqlite3_changes(store_db(s));

@@ -14,8 +14,14 @@
 #include "store.h"
 #include "timeutil.h"
 
+#define STMT_CACHE_SIZE 48
+
 struct Store {
         sqlite3 *db;
+        struct {
+                const char *sql;
+                sqlite3_stmt *st;
+        } stmts[STMT_CACHE_SIZE];
         bool batch_open;
         bool batch_durable;
         int sync_mode; /* the synchronous pragma in force: 1 NORMAL, 2 FULL */
@@ -221,6 +227,8 @@ Store *store_close(Store *s)
                 return NULL;
         if (s->batch_open)
                 (void)store_batch_commit(s);
+        for (size_t i = 0; i < STMT_CACHE_SIZE; i++)
+                sqlite3_finalize(s->stmts[i].st);
         sqlite3_close_v2(s->db);
         free(s);
         return NULL;
@@ -542,4 +550,33 @@ int store_checkpoint(Store *s)
         if (rc != SQLITE_OK && rc != SQLITE_BUSY)
                 return store_sqlite_errno(s, rc, "checkpoint");
         return log - done;
+}
+
+int store_stmt(Store *s, const char *sql, sqlite3_stmt **ret)
+{
+        size_t i = 0;
+        for (; i < STMT_CACHE_SIZE && s->stmts[i].sql; i++)
+                if (s->stmts[i].sql == sql) {
+                        *ret = s->stmts[i].st;
+                        return 0;
+                }
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+        if (rc != SQLITE_OK)
+                return store_sqlite_errno(s, rc, "prepare");
+        if (i == STMT_CACHE_SIZE) {
+                /* full: should not happen with our fixed set of statements; evict slot 0 */
+                sqlite3_finalize(s->stmts[0].st);
+                i = 0;
+        }
+        s->stmts[i].sql = sql;
+        s->stmts[i].st = st;
+        *ret = st;
+        return 0;
+}
+
+void store_stmt_done(sqlite3_stmt *st)
+{
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
 }

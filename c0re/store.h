@@ -7,6 +7,7 @@
 
 typedef struct Store Store;
 struct sqlite3;
+struct sqlite3_stmt;
 
 /* One row of the agents table. */
 typedef struct AgentRecord {
@@ -57,6 +58,11 @@ int store_agent_set_paused(Store *s, const char *name, bool paused);
 struct sqlite3 *store_db(Store *s);
 /* Translates a sqlite result code to a negative errno (logged at debug with what). */
 int store_sqlite_errno(Store *s, int rc, const char *what);
+
+/* A prepared statement for sql, cached on the connection (keyed by the string's address, so
+ * sql must be a string literal).  Hand it back with store_stmt_done(), never finalize it. */
+int store_stmt(Store *s, const char *sql, struct sqlite3_stmt **ret);
+void store_stmt_done(struct sqlite3_stmt *st);
 
 /* Write batches (group commit).  Every write made during one main-loop round joins one
  * transaction, committed once at the end of the round; answers to requests that wrote wait
