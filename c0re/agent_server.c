@@ -697,7 +697,7 @@ static const FieldSpec ask_fields[] = {
         {"question", FT_STRING, true},  {"options", FT_ARRAY, false}, {"multi", FT_BOOL, false},
         {"ttl_seconds", FT_INT, false}, {"to", FT_STRING, false},     {NULL, 0, false},
 };
-static const FieldSpec answer_fields[] = {
+const FieldSpec agent_answer_fields[] = {
         {"id", FT_INT, true},
         {"answer", FT_STRING, true},
         {NULL, 0, false},
@@ -715,7 +715,7 @@ static const FieldSpec cancel_fields[] = {
         {NULL, 0, false},
 };
 
-static const FieldSpec send_fields[] = {
+const FieldSpec agent_send_fields[] = {
         {"to", FT_STRING, true},
         {"body", FT_STRING, true},
         {"in_reply_to", FT_INT, false},
@@ -726,11 +726,11 @@ static const FieldSpec recv_fields[] = {
         {"max", FT_INT, false},
         {NULL, 0, false},
 };
-static const FieldSpec ack_fields[] = {
+const FieldSpec agent_ack_fields[] = {
         {"ids", FT_ARRAY, true},
         {NULL, 0, false},
 };
-static const FieldSpec recent_fields[] = {
+const FieldSpec agent_limit_fields[] = {
         {"limit", FT_INT, false},
         {NULL, 0, false},
 };
@@ -745,16 +745,16 @@ static const FieldSpec set_status_fields[] = {
 };
 
 static const VerbSpec agent_verbs[] = {
-        {"send", verb_send, send_fields, 0, "send a message"},
+        {"send", verb_send, agent_send_fields, 0, "send a message"},
         {"recv", verb_recv, recv_fields, 0, "receive messages (long-poll with wait_seconds)"},
-        {"ack", verb_ack, ack_fields, 0, "acknowledge received messages"},
+        {"ack", verb_ack, agent_ack_fields, 0, "acknowledge received messages"},
         {"status", verb_status, NULL, 0, "inbox depth"},
-        {"recent", verb_recent, recent_fields, 0, "the last messages to and from you"},
+        {"recent", verb_recent, agent_limit_fields, 0, "the last messages to and from you"},
         {"wake", verb_wake, wake_fields, 0, "put a message in your own inbox"},
         {"whoami", verb_whoami, NULL, 0, "your name and role"},
         {"set_status", verb_set_status, set_status_fields, 0, "set your status text"},
         {"ask", verb_ask, ask_fields, 0, "ask the operator or a peer a question"},
-        {"answer", verb_answer, answer_fields, 0, "answer a question asked of you"},
+        {"answer", verb_answer, agent_answer_fields, 0, "answer a question asked of you"},
         {"remind", verb_remind, remind_fields, 0, "schedule a reminder to yourself"},
         {"cancel_loose_end", verb_cancel_loose_end, cancel_fields, 0,
          "withdraw your question or reminder"},

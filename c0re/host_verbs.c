@@ -307,31 +307,8 @@ static int verb_reminders(DispatchCtx *ctx, json_t *req, json_t *resp)
         return r < 0 ? store_failure(ctx, r, "reading reminders") : 0;
 }
 
-static const FieldSpec answer_fields[] = {
-        {"id", FT_INT, true},
-        {"answer", FT_STRING, true},
-        {NULL, 0, false},
-};
-
 static const FieldSpec id_fields[] = {
         {"id", FT_INT, true},
-        {NULL, 0, false},
-};
-
-static const FieldSpec send_fields[] = {
-        {"to", FT_STRING, true},
-        {"body", FT_STRING, true},
-        {"in_reply_to", FT_INT, false},
-        {NULL, 0, false},
-};
-
-static const FieldSpec inbox_fields[] = {
-        {"limit", FT_INT, false},
-        {NULL, 0, false},
-};
-
-static const FieldSpec ack_fields[] = {
-        {"ids", FT_ARRAY, true},
         {NULL, 0, false},
 };
 
@@ -350,12 +327,12 @@ static const VerbSpec host_verbs[] = {
         {"version", verb_version, NULL, 0, "daemon and protocol version, backends"},
         {"set_paused", verb_set_paused, set_paused_fields, 0,
          "park or un-park an agent's turn loop"},
-        {"send", verb_send, send_fields, 0, "send a message as the operator"},
-        {"operator_inbox", verb_operator_inbox, inbox_fields, 0,
+        {"send", verb_send, agent_send_fields, 0, "send a message as the operator"},
+        {"operator_inbox", verb_operator_inbox, agent_limit_fields, 0,
          "unacknowledged messages to the operator"},
-        {"operator_ack", verb_operator_ack, ack_fields, 0, "acknowledge operator messages"},
+        {"operator_ack", verb_operator_ack, agent_ack_fields, 0, "acknowledge operator messages"},
         {"questions", verb_questions, NULL, 0, "open questions, hive-wide"},
-        {"answer", verb_answer, answer_fields, 0, "answer any question as the operator"},
+        {"answer", verb_answer, agent_answer_fields, 0, "answer any question as the operator"},
         {"cancel_question", verb_cancel_question, id_fields, 0, "withdraw a question"},
         {"reminders", verb_reminders, NULL, 0, "pending reminders, hive-wide"},
 };
