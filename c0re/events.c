@@ -1,6 +1,7 @@
 /* Event ring and subscriber list. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "events.h"
 
@@ -42,7 +43,13 @@ Events *events_free(Events *e)
 uint64_t events_publish(Events *e, const char *kind, json_t *payload)
 {
         json_t *ev = json_pack("{s:I, s:s}", "seq", (json_int_t)(e->seq + 1), "kind", kind);
-        if (!ev || (payload && json_object_update(ev, payload) < 0)) {
+        const char *key;
+        json_t *v;
+        if (ev && payload)
+                json_object_foreach(payload, key,
+                                    v) if (strcmp(key, "seq") != 0 && strcmp(key, "kind") != 0)
+                        json_object_set(ev, key, v); /* seq and kind stay ours */
+        if (!ev) {
                 json_decref(ev);
                 json_decref(payload);
                 return 0;

@@ -197,19 +197,21 @@ int questions_expire(Store *s, int64_t now_ms, json_t *askers)
         sqlite3_bind_int64(st, 1, now_ms);
         int64_t ids[100];
         size_t n = 0;
-        int rc;
-        while (n < 100 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        while (n < 100 && sqlite3_step(st) == SQLITE_ROW)
                 ids[n++] = sqlite3_column_int64(st, 0);
-                json_array_append_new(askers,
-                                      json_string((const char *)sqlite3_column_text(st, 1)));
-        }
         sqlite3_finalize(st);
         int count = 0;
         for (size_t i = 0; i < n; i++) {
-                r = questions_resolve(s, ids[i], "ttl-watchdog", "[expired]", NULL, NULL, NULL);
-                if (r < 0 && r != -EALREADY)
+                _cleanup_free_ char *asker = NULL;
+                r = questions_resolve(s, ids[i], "ttl-watchdog", "[expired]", NULL, NULL,
+                                      &asker);
+                if (r == -EALREADY)
+                        continue; /* answered meanwhile */
+                if (r < 0)
                         return r;
-                count += r >= 0;
+                count++;
+                if (strcmp(asker, "operator") != 0) /* the operator gets no inbox event */
+                        json_array_append_new(askers, json_string(asker));
         }
         return count;
 }

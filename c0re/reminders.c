@@ -41,7 +41,7 @@ int reminders_check_path(const char *file_path, char **ret)
                     (len == 2 && p[0] == '.' && p[1] == '.'))
                         return -EINVAL;
                 for (size_t i = 0; i < len; i++)
-                        if ((unsigned char)p[i] < 0x20)
+                        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
                                 return -EINVAL;
                 p += len + (slash ? 1 : 0);
                 if (slash && !*p)
