@@ -105,6 +105,31 @@ static void publish_pending(Daemon *d, int commit_result)
         json_decref(list);
 }
 
+/* WAL upkeep after a commit.  A checkpointer that runs beside a busy writer never lets the
+ * WAL start over (it restarts only when a write begins with every frame already copied),
+ * so the WAL would grow without end and every flush would extend the file.  The scheduler
+ * thread copies the bulk; once it is nearly done, the loop copies the short tail itself
+ * (a small write and flush of the database file), and the next write restarts the WAL. */
+#define WAL_CHECKPOINT_FRAMES 1000
+#define WAL_TAIL_FRAMES       256
+static void daemon_wal_upkeep(Daemon *d)
+{
+        int frames = store_wal_frames(d->store);
+        if (frames < WAL_CHECKPOINT_FRAMES)
+                return;
+        int done = scheduler_checkpointed(d->scheduler);
+        if (done > 0 && done <= frames && frames - done <= WAL_TAIL_FRAMES) {
+                int log_frames = 0, copied = 0;
+                if (store_checkpoint(d->store, &log_frames, &copied) >= 0 && copied == log_frames)
+                        scheduler_wal_restarted(d->scheduler);
+                return;
+        }
+        if (frames < d->wal_kick_frames || frames - d->wal_kick_frames >= WAL_TAIL_FRAMES) {
+                d->wal_kick_frames = frames;
+                d->scheduler_dirty = true; /* ask the thread for the bulk, now and then */
+        }
+}
+
 /* After every loop round: commit the write batch once, then release the answers that waited
  * for it (group commit). */
 static void daemon_commit(void *userdata)
@@ -118,6 +143,7 @@ static void daemon_commit(void *userdata)
         publish_pending(d, r);
         server_release_held(d->host, r);
         agent_server_release_held(d->agents, r);
+        daemon_wal_upkeep(d);
         if (d->scheduler_dirty) {
                 d->scheduler_dirty = false;
                 scheduler_kick(d->scheduler);
@@ -243,7 +269,7 @@ static int daemon_start(Daemon *d)
         r = store_open(db, &d->store);
         if (r < 0)
                 return log_error_errno(r, "cannot open the database %s: %m", db);
-        r = store_disable_autocheckpoint(d->store);
+        r = store_manual_checkpoints(d->store);
         if (r < 0)
                 return log_error_errno(r, "cannot configure the database: %m");
 

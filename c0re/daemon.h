@@ -28,6 +28,7 @@ typedef struct Daemon {
         int scheduler_fd; /* recipients the scheduler delivered to, one per line */
         LoopSource *scheduler_src;
         bool scheduler_dirty; /* kick the scheduler after the next commit */
+        int wal_kick_frames;  /* WAL length when the scheduler was last asked to checkpoint */
         int64_t lease_ms;    /* how long a recv'd message stays leased before it is offered again */
         const char *backend; /* the chosen backend's name */
         const char *backend_reason; /* why it was chosen */

@@ -28,6 +28,7 @@ struct Scheduler {
         Store *store;
         int pipe_w;
         int64_t last_vacuum_ms;
+        int checkpointed; /* atomic: frames backfilled by our last checkpoint */
 };
 
 static void notify(Scheduler *sch, json_t *names)
@@ -82,9 +83,10 @@ static void *scheduler_main(void *userdata)
                         notify(sch, names);
                 json_decref(names);
                 vacuum(sch, now);
-                /* Checkpoints happen here, off the main loop's hot path. */
-                if (store_checkpoint(sch->store) < 0)
-                        log_debug("checkpoint failed");
+                /* The bulk of every checkpoint happens here, off the main loop's hot path. */
+                int log_frames = 0, done = 0;
+                if (store_checkpoint(sch->store, &log_frames, &done) >= 0)
+                        __atomic_store_n(&sch->checkpointed, done, __ATOMIC_RELEASE);
 
                 int64_t next = now + SCHEDULER_SLEEP_MAX_MS, t = 0;
                 if (reminders_next_due(sch->store, &t) >= 0 && t > 0 && t < next)
@@ -137,6 +139,17 @@ fail:
         close(fds[1]);
         free(sch);
         return r;
+}
+
+int scheduler_checkpointed(Scheduler *sch)
+{
+        return sch ? __atomic_load_n(&sch->checkpointed, __ATOMIC_ACQUIRE) : 0;
+}
+
+void scheduler_wal_restarted(Scheduler *sch)
+{
+        if (sch)
+                __atomic_store_n(&sch->checkpointed, 0, __ATOMIC_RELEASE);
 }
 
 void scheduler_kick(Scheduler *sch)

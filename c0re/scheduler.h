@@ -8,7 +8,7 @@
 
 typedef struct Scheduler Scheduler;
 
-#define SCHEDULER_SLEEP_MAX_MS 1000 /* also the WAL checkpoint cadence */
+#define SCHEDULER_SLEEP_MAX_MS 1000
 #define VACUUM_AGE_MS          (30ll * 24 * 3600 * 1000)
 
 /* Starts the thread on the database at db_path.  *ret_fd is the read end of the pipe on
@@ -16,5 +16,10 @@ typedef struct Scheduler Scheduler;
 int scheduler_start(const char *db_path, Scheduler **ret, int *ret_fd);
 /* Makes the thread look at the database again now (a reminder or deadline was added). */
 void scheduler_kick(Scheduler *sch);
+/* Frames of the current WAL the thread's last checkpoint copied into the database file. */
+int scheduler_checkpointed(Scheduler *sch);
+/* The main loop finished a checkpoint itself, so the WAL starts over: forget the count. */
+void scheduler_wal_restarted(Scheduler *sch);
+
 /* Stops and joins the thread.  Returns NULL. */
 Scheduler *scheduler_stop(Scheduler *sch);

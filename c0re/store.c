@@ -25,6 +25,7 @@ struct Store {
         bool batch_open;
         bool batch_durable;
         int sync_mode; /* the synchronous pragma in force: 1 NORMAL, 2 FULL */
+        int wal_frames;
 };
 
 /* Forward-only migrations: entry i moves the schema from version i to i+1.  Never edit a
@@ -206,8 +207,10 @@ int store_open(const char *path, Store **ret)
                 goto fail;
         }
         sqlite3_busy_timeout(s->db, 5000);
-        r = store_exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
-                          "PRAGMA foreign_keys=ON;");
+        /* Small pages: every commit writes its dirty pages whole into the WAL, and the
+         * broker's rows are small.  Only takes effect when the file is created. */
+        r = store_exec(s, "PRAGMA page_size=1024; PRAGMA journal_mode=WAL; "
+                          "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
         s->sync_mode = 2;
         if (r < 0)
                 goto fail;
@@ -538,18 +541,34 @@ int store_agent_set_status(Store *s, const char *name, const char *text)
         return sqlite3_changes(s->db) > 0 ? 0 : -ENOENT;
 }
 
-int store_disable_autocheckpoint(Store *s)
+static int store_wal_hook(void *userdata, sqlite3 *db, const char *name, int frames)
 {
-        return store_exec(s, "PRAGMA wal_autocheckpoint=0");
+        Store *s = userdata;
+        s->wal_frames = frames;
+        return SQLITE_OK;
 }
 
-int store_checkpoint(Store *s)
+int store_manual_checkpoints(Store *s)
+{
+        sqlite3_wal_hook(s->db, store_wal_hook, s); /* also turns the automatic one off */
+        return 0;
+}
+
+int store_wal_frames(Store *s)
+{
+        return s->wal_frames;
+}
+
+int store_checkpoint(Store *s, int *ret_log, int *ret_done)
 {
         int log = 0, done = 0;
         int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
         if (rc != SQLITE_OK && rc != SQLITE_BUSY)
                 return store_sqlite_errno(s, rc, "checkpoint");
-        return log - done;
+        *ret_log = log;
+        *ret_done = done;
+        s->wal_frames = log;
+        return 0;
 }
 
 int store_stmt(Store *s, const char *sql, sqlite3_stmt **ret)

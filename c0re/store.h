@@ -78,11 +78,14 @@ int store_batch_commit(Store *s);
 int store_op_begin(Store *s);
 int store_op_end(Store *s, int r); /* releases if r >= 0, rolls back otherwise; returns r */
 
-/* Turns sqlite's automatic WAL checkpoint (run by whichever commit crosses 1000 pages) off
- * for this connection, so the daemon's hot path never pays for one. */
-int store_disable_autocheckpoint(Store *s);
-/* A passive checkpoint (never blocks writers).  Returns the WAL frames left, or < 0. */
-int store_checkpoint(Store *s);
+/* Replaces sqlite's automatic WAL checkpoint (run by whichever commit crosses 1000 pages, on
+ * the hot path) by manual ones: after this, store_wal_frames() tells how long the WAL is. */
+int store_manual_checkpoints(Store *s);
+/* Frames in the WAL after this connection's last commit (with manual checkpoints). */
+int store_wal_frames(Store *s);
+/* A passive checkpoint (never blocks writers).  Returns 0 with the WAL's frames and how many
+ * of them are now in the database file, or a negative errno. */
+int store_checkpoint(Store *s, int *ret_log, int *ret_done);
 
 /* Milliseconds since the epoch (CLOCK_REALTIME). */
 int64_t store_now_ms(void);
