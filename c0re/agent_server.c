@@ -853,6 +853,7 @@ void agent_server_release_held(AgentServer *as, int commit_result)
 
 int agent_server_new(Daemon *d, AgentServer **ret)
 {
+        _cleanup_strv_free_ char **names = NULL;
         AgentServer *as = calloc(1, sizeof(*as));
         if (!as)
                 return -ENOMEM;
@@ -861,7 +862,6 @@ int agent_server_new(Daemon *d, AgentServer **ret)
         int r = endpoint_new(as, MANAGER_NAME, true);
         if (r < 0)
                 goto fail;
-        _cleanup_strv_free_ char **names = NULL;
         r = store_agent_names(d->store, &names);
         if (r < 0)
                 goto fail;

@@ -203,8 +203,7 @@ int questions_expire(Store *s, int64_t now_ms, json_t *askers)
         int count = 0;
         for (size_t i = 0; i < n; i++) {
                 _cleanup_free_ char *asker = NULL;
-                r = questions_resolve(s, ids[i], "ttl-watchdog", "[expired]", NULL, NULL,
-                                      &asker);
+                r = questions_resolve(s, ids[i], "ttl-watchdog", "[expired]", NULL, NULL, &asker);
                 if (r == -EALREADY)
                         continue; /* answered meanwhile */
                 if (r < 0)

@@ -124,7 +124,8 @@ static void dispatch_one(const char *line, size_t len)
         char *out = NULL;
         size_t out_len = 0;
         const VerbSpec *verb = NULL;
-        int r = dispatch_line(&host_verb_table, &daemon_state, NULL, line, len, &out, &out_len, &verb);
+        int r = dispatch_line(&host_verb_table, &daemon_state, NULL, line, len, &out, &out_len,
+                              &verb);
         CHECK(r != -ENOMEM || !out);
         if (r == -ENOMEM)
                 return; /* only under allocation failure */
