@@ -26,34 +26,9 @@
 #define POLL_LIMIT_MS  5000 /* bound of every wait for a lease to run out */
 #define POLL_STEP_MS   5
 
-typedef struct Fixture {
-        char *dir;
-        char *db;
-        Store *store;
-} Fixture;
-
-static int setup(void **state)
-{
-        Fixture *fx = calloc(1, sizeof(*fx));
-        assert_non_null(fx);
-        fx->dir = tu_mkdtemp();
-        assert_true(asprintf(&fx->db, "%s/hive.sqlite", fx->dir) > 0);
-        assert_int_equal(store_open(fx->db, &fx->store), 0);
-        assert_non_null(fx->store);
-        *state = fx;
-        return 0;
-}
-
-static int teardown(void **state)
-{
-        Fixture *fx = *state;
-        fx->store = store_close(fx->store);
-        assert_int_equal(tu_rm_rf(fx->dir), 0);
-        free(fx->db);
-        free(fx->dir);
-        free(fx);
-        return 0;
-}
+typedef StoreFixture Fixture;
+#define setup    tu_store_setup
+#define teardown tu_store_teardown
 
 static void reopen(Fixture *fx)
 {
@@ -100,20 +75,6 @@ static int64_t send_msg(Store *s, const char *from, const char *to, const char *
         return id;
 }
 
-/* A one-value integer query on the store's own connection (sees uncommitted writes), with
- * arg bound to ?1 when the statement has a parameter.  NULL reads as -1. */
-static int64_t sql_int(Store *s, const char *sql, int64_t arg)
-{
-        sqlite3_stmt *st = NULL;
-        assert_int_equal(sqlite3_prepare_v2(store_db(s), sql, -1, &st, NULL), SQLITE_OK);
-        if (sqlite3_bind_parameter_count(st) > 0)
-                assert_int_equal(sqlite3_bind_int64(st, 1, arg), SQLITE_OK);
-        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        int64_t v = sqlite3_column_type(st, 0) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-        return v;
-}
-
 /* The same on a second connection to the file: sees committed data only. */
 static int64_t sql_int_other(sqlite3 *h, const char *sql)
 {
@@ -134,12 +95,12 @@ static sqlite3 *open_other(const char *db)
 
 static int64_t deliveries(Store *s, int64_t id)
 {
-        return sql_int(s, "SELECT deliveries FROM messages WHERE id = ?1", id);
+        return tu_sql_int(s, "SELECT deliveries FROM messages WHERE id = ?1", id);
 }
 
 static int64_t count_messages(Store *s)
 {
-        return sql_int(s, "SELECT COUNT(*) FROM messages", 0);
+        return tu_sql_int(s, "SELECT COUNT(*) FROM messages", 0);
 }
 
 static int64_t msg_id(json_t *arr, size_t i)
@@ -231,11 +192,13 @@ static void test_send_in_reply_to(void **state)
         assert_int_equal(broker_send(fx->store, "bob", "alice", "answer", first, &reply), 0);
         assert_true(reply > first);
         assert_int_equal(
-                sql_int(fx->store, "SELECT in_reply_to FROM messages WHERE id = ?1", reply), first);
+                tu_sql_int(fx->store, "SELECT in_reply_to FROM messages WHERE id = ?1", reply),
+                first);
         /* 0 means none: stored as NULL. */
-        assert_int_equal(
-                sql_int(fx->store, "SELECT in_reply_to IS NULL FROM messages WHERE id = ?1", first),
-                1);
+        assert_int_equal(tu_sql_int(fx->store,
+                                    "SELECT in_reply_to IS NULL FROM messages WHERE id = ?1",
+                                    first),
+                         1);
 }
 
 /* A write refused because another connection holds the write lock comes back as -EBUSY and
@@ -281,7 +244,8 @@ static void test_writes_busy(void **state)
         assert_int_equal(count_messages(fx->store), 2);
         assert_int_equal(deliveries(fx->store, other), 0);
         assert_int_equal(
-                sql_int(fx->store, "SELECT acked_at IS NULL FROM messages WHERE id = ?1", mine), 1);
+                tu_sql_int(fx->store, "SELECT acked_at IS NULL FROM messages WHERE id = ?1", mine),
+                1);
         assert_int_equal(broker_ack(fx->store, "alice", &mine, 1), 1);
         assert_int_equal(broker_send(fx->store, "bob", "alice", "after", 0, &id), 0);
         assert_true(id > other);
@@ -412,9 +376,9 @@ static void test_lease_expiry_redelivers(void **state)
         Fixture *fx = *state;
         int64_t id = send_msg(fx->store, "alice", "bob", "m");
         assert_int_equal(deliveries(fx->store, id), 0);
-        assert_int_equal(
-                sql_int(fx->store, "SELECT delivered_at IS NULL FROM messages WHERE id = ?1", id),
-                1);
+        assert_int_equal(tu_sql_int(fx->store,
+                                    "SELECT delivered_at IS NULL FROM messages WHERE id = ?1", id),
+                         1);
 
         int64_t t0 = store_now_ms();
         int64_t got = 0;
@@ -425,7 +389,7 @@ static void test_lease_expiry_redelivers(void **state)
                 assert_int_equal(avail, 0); /* still under the lease */
         assert_int_equal(deliveries(fx->store, id), 1);
         int64_t delivered_at =
-                sql_int(fx->store, "SELECT delivered_at FROM messages WHERE id = ?1", id);
+                tu_sql_int(fx->store, "SELECT delivered_at FROM messages WHERE id = ?1", id);
         assert_true(delivered_at >= t0);
 
         assert_true(wait_available(fx->store, "bob"));
@@ -435,8 +399,9 @@ static void test_lease_expiry_redelivers(void **state)
         assert_int_equal(got, id);
         assert_int_equal(deliveries(fx->store, id), 2);
         /* delivered_at keeps the first delivery. */
-        assert_int_equal(sql_int(fx->store, "SELECT delivered_at FROM messages WHERE id = ?1", id),
-                         delivered_at);
+        assert_int_equal(
+                tu_sql_int(fx->store, "SELECT delivered_at FROM messages WHERE id = ?1", id),
+                delivered_at);
         assert_int_equal(broker_available(fx->store, "bob"), 0);
         assert_int_equal(lease(fx->store, "bob", 1, LONG_LEASE_MS, NULL, 0), 0);
 }
@@ -451,7 +416,8 @@ static void test_lease_expired_comes_first(void **state)
         assert_int_equal(got[0], first);
         int64_t second = send_msg(fx->store, "alice", "bob", "2");
         /* Wait (bounded) until the first one's lease has run out. */
-        wait_past(sql_int(fx->store, "SELECT leased_until FROM messages WHERE id = ?1", first) - 1);
+        wait_past(tu_sql_int(fx->store, "SELECT leased_until FROM messages WHERE id = ?1", first) -
+                  1);
         assert_int_equal(lease(fx->store, "bob", 2, LONG_LEASE_MS, got, 2), 2);
         assert_int_equal(got[0], first);
         assert_int_equal(got[1], second);
@@ -557,11 +523,13 @@ static void test_ack(void **state)
         assert_int_equal(broker_ack(fx->store, "bob", ids, 6), 2);
         assert_int_equal(broker_ack(fx->store, "bob", ids, 6), 0);
         assert_int_equal(
-                sql_int(fx->store, "SELECT acked_at IS NULL FROM messages WHERE id = ?1", c1), 1);
-        assert_int_equal(
-                sql_int(fx->store, "SELECT acked_at IS NULL FROM messages WHERE id = ?1", from_bob),
+                tu_sql_int(fx->store, "SELECT acked_at IS NULL FROM messages WHERE id = ?1", c1),
                 1);
-        assert_true(sql_int(fx->store, "SELECT acked_at FROM messages WHERE id = ?1", b1) > 0);
+        assert_int_equal(tu_sql_int(fx->store,
+                                    "SELECT acked_at IS NULL FROM messages WHERE id = ?1",
+                                    from_bob),
+                         1);
+        assert_true(tu_sql_int(fx->store, "SELECT acked_at FROM messages WHERE id = ?1", b1) > 0);
 
         /* Acked messages are never leased again, unacked ones are. */
         assert_int_equal(broker_clear_leases(fx->store), 1);
@@ -593,7 +561,7 @@ static void test_ack_without_lease(void **state)
         int64_t t1 = store_now_ms();
         assert_int_equal(broker_ack(fx->store, "bob", &b, 1), 1);
         assert_int_equal(
-                sql_int(fx->store, "SELECT leased_until IS NULL FROM messages WHERE id = ?1", b),
+                tu_sql_int(fx->store, "SELECT leased_until IS NULL FROM messages WHERE id = ?1", b),
                 1);
         wait_past(t1 + SHORT_LEASE_MS); /* past where the lease would have ended */
         assert_int_equal(broker_available(fx->store, "bob"), 0);
@@ -815,11 +783,12 @@ static void test_vacuum_cutoff(void **state)
         int64_t young = send_msg(fx->store, "alice", "bob", "young");
         int64_t open = send_msg(fx->store, "alice", "bob", "unacked");
         assert_int_equal(broker_ack(fx->store, "bob", &old, 1), 1);
-        int64_t old_acked = sql_int(fx->store, "SELECT acked_at FROM messages WHERE id = ?1", old);
+        int64_t old_acked =
+                tu_sql_int(fx->store, "SELECT acked_at FROM messages WHERE id = ?1", old);
         wait_past(old_acked);
         assert_int_equal(broker_ack(fx->store, "bob", &young, 1), 1);
         int64_t young_acked =
-                sql_int(fx->store, "SELECT acked_at FROM messages WHERE id = ?1", young);
+                tu_sql_int(fx->store, "SELECT acked_at FROM messages WHERE id = ?1", young);
         assert_true(young_acked > old_acked);
 
         /* The cutoff is exclusive. */
@@ -827,11 +796,12 @@ static void test_vacuum_cutoff(void **state)
         assert_int_equal(count_messages(fx->store), 3);
         assert_int_equal(broker_vacuum(fx->store, old_acked + 1, 100), 1);
         assert_int_equal(count_messages(fx->store), 2);
-        assert_int_equal(sql_int(fx->store, "SELECT COUNT(*) FROM messages WHERE id = ?1", old), 0);
+        assert_int_equal(tu_sql_int(fx->store, "SELECT COUNT(*) FROM messages WHERE id = ?1", old),
+                         0);
         assert_int_equal(broker_vacuum(fx->store, old_acked + 1, 100), 0);
         assert_int_equal(broker_vacuum(fx->store, young_acked + 1, 100), 1);
         assert_int_equal(count_messages(fx->store), 1);
-        assert_int_equal(sql_int(fx->store, "SELECT COUNT(*) FROM messages WHERE id = ?1", open),
+        assert_int_equal(tu_sql_int(fx->store, "SELECT COUNT(*) FROM messages WHERE id = ?1", open),
                          1);
 }
 
@@ -984,13 +954,13 @@ static void test_batch_upgrade(void **state)
 
         assert_int_equal(store_batch_write(fx->store, false), 0);
         assert_true(store_batch_open(fx->store));
-        assert_int_equal(sql_int(fx->store, "PRAGMA synchronous", 0), 1); /* NORMAL */
+        assert_int_equal(tu_sql_int(fx->store, "PRAGMA synchronous", 0), 1); /* NORMAL */
         assert_int_equal(broker_ack(fx->store, "bob", &id, 1), 1);
         assert_int_equal(sql_int_other(h, "SELECT acked_at IS NULL FROM messages"), 1);
 
         assert_int_equal(store_batch_write(fx->store, true), 0);
         assert_true(store_batch_open(fx->store));
-        assert_int_equal(sql_int(fx->store, "PRAGMA synchronous", 0), 2); /* FULL */
+        assert_int_equal(tu_sql_int(fx->store, "PRAGMA synchronous", 0), 2); /* FULL */
         /* The non-durable batch was committed... */
         assert_int_equal(sql_int_other(h, "SELECT acked_at IS NULL FROM messages"), 0);
         /* ...and what follows is in a new, still open one. */
@@ -1009,11 +979,11 @@ static void test_batch_join(void **state)
         Fixture *fx = *state;
         sqlite3 *h = open_other(fx->db);
         assert_int_equal(store_batch_write(fx->store, true), 0);
-        assert_int_equal(sql_int(fx->store, "PRAGMA synchronous", 0), 2);
+        assert_int_equal(tu_sql_int(fx->store, "PRAGMA synchronous", 0), 2);
         int64_t id = send_msg(fx->store, "alice", "bob", "m");
         assert_int_equal(store_batch_write(fx->store, false), 0);
         assert_true(store_batch_open(fx->store));
-        assert_int_equal(sql_int(fx->store, "PRAGMA synchronous", 0), 2);
+        assert_int_equal(tu_sql_int(fx->store, "PRAGMA synchronous", 0), 2);
         assert_int_equal(lease(fx->store, "bob", 1, LONG_LEASE_MS, NULL, 0), 1);
         assert_int_equal(store_batch_write(fx->store, true), 0);
         assert_int_equal(sql_int_other(h, "SELECT COUNT(*) FROM messages"), 0);

@@ -23,68 +23,13 @@
 #include "store.h"
 #include "testutil.h"
 
-typedef struct Fixture {
-        char *dir;
-        char *db;
-        Store *store;
-} Fixture;
-
-static int setup(void **state)
-{
-        Fixture *fx = calloc(1, sizeof(*fx));
-        assert_non_null(fx);
-        fx->dir = tu_mkdtemp();
-        assert_true(asprintf(&fx->db, "%s/hive.sqlite", fx->dir) > 0);
-        assert_int_equal(store_open(fx->db, &fx->store), 0);
-        assert_non_null(fx->store);
-        *state = fx;
-        return 0;
-}
-
-static int teardown(void **state)
-{
-        Fixture *fx = *state;
-        fx->store = store_close(fx->store);
-        assert_int_equal(tu_rm_rf(fx->dir), 0);
-        free(fx->db);
-        free(fx->dir);
-        free(fx);
-        return 0;
-}
-
-/* A one-value integer query on the store's own connection (sees uncommitted writes), with
- * arg bound to ?1 when the statement has a parameter.  NULL reads as -1. */
-static int64_t sql_int(Store *s, const char *sql, int64_t arg)
-{
-        sqlite3_stmt *st = NULL;
-        assert_int_equal(sqlite3_prepare_v2(store_db(s), sql, -1, &st, NULL), SQLITE_OK);
-        if (sqlite3_bind_parameter_count(st) > 0)
-                assert_int_equal(sqlite3_bind_int64(st, 1, arg), SQLITE_OK);
-        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        int64_t v = sqlite3_column_type(st, 0) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-        return v;
-}
-
-/* The same for a text column; returns it malloc'ed, or NULL for SQL NULL. */
-static char *sql_text(Store *s, const char *sql, int64_t arg)
-{
-        sqlite3_stmt *st = NULL;
-        assert_int_equal(sqlite3_prepare_v2(store_db(s), sql, -1, &st, NULL), SQLITE_OK);
-        if (sqlite3_bind_parameter_count(st) > 0)
-                assert_int_equal(sqlite3_bind_int64(st, 1, arg), SQLITE_OK);
-        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        const char *t = (const char *)sqlite3_column_text(st, 0);
-        char *v = t ? strdup(t) : NULL;
-        if (t)
-                assert_non_null(v);
-        sqlite3_finalize(st);
-        return v;
-}
+typedef StoreFixture Fixture;
+#define setup    tu_store_setup
+#define teardown tu_store_teardown
 
 static int64_t count_messages(Store *s)
 {
-        return sql_int(s, "SELECT COUNT(*) FROM messages", 0);
+        return tu_sql_int(s, "SELECT COUNT(*) FROM messages", 0);
 }
 
 static int64_t ask(Store *s, const char *asker, const char *target, const char *question,
@@ -157,19 +102,20 @@ static void check_answered(Store *s, const char *asker, int64_t id, const char *
 /* The stored answer row of id. */
 static void check_row(Store *s, int64_t id, const char *answer, const char *answerer)
 {
-        char *a = sql_text(s, "SELECT answer FROM questions WHERE id = ?1", id);
-        char *w = sql_text(s, "SELECT answerer FROM questions WHERE id = ?1", id);
+        char *a = tu_sql_text(s, "SELECT answer FROM questions WHERE id = ?1", id);
+        char *w = tu_sql_text(s, "SELECT answerer FROM questions WHERE id = ?1", id);
         if (answer) {
                 assert_non_null(a);
                 assert_string_equal(a, answer);
                 assert_non_null(w);
                 assert_string_equal(w, answerer);
-                assert_true(sql_int(s, "SELECT answered_at FROM questions WHERE id = ?1", id) > 0);
+                assert_true(tu_sql_int(s, "SELECT answered_at FROM questions WHERE id = ?1", id) >
+                            0);
         } else {
                 assert_null(a);
                 assert_null(w);
-                assert_int_equal(sql_int(s, "SELECT answered_at FROM questions WHERE id = ?1", id),
-                                 -1);
+                assert_int_equal(
+                        tu_sql_int(s, "SELECT answered_at FROM questions WHERE id = ?1", id), -1);
         }
         free(a);
         free(w);
@@ -199,7 +145,7 @@ static void test_ask_operator_no_event(void **state)
         assert_int_equal(json_array_size(arr), 0);
         json_decref(arr);
         check_row(fx->store, a, NULL, NULL);
-        assert_int_equal(sql_int(fx->store, "SELECT COUNT(*) FROM questions", 0), 2);
+        assert_int_equal(tu_sql_int(fx->store, "SELECT COUNT(*) FROM questions", 0), 2);
 }
 
 static void test_ask_peer_event(void **state)
@@ -249,7 +195,7 @@ static void test_ask_commit(void **state)
         Fixture *fx = *state;
         int64_t id = ask(fx->store, "alice", "bob", "q", NULL, false, 0);
         assert_true(store_batch_open(fx->store));
-        assert_int_equal(sql_int(fx->store, "PRAGMA synchronous", 0), 2); /* FULL */
+        assert_int_equal(tu_sql_int(fx->store, "PRAGMA synchronous", 0), 2); /* FULL */
         assert_int_equal(store_batch_commit(fx->store), 0);
         sqlite3 *h = NULL;
         assert_int_equal(sqlite3_open_v2(fx->db, &h, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);

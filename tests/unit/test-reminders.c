@@ -23,68 +23,13 @@
 #include "store.h"
 #include "testutil.h"
 
-typedef struct Fixture {
-        char *dir;
-        char *db;
-        Store *store;
-} Fixture;
-
-static int setup(void **state)
-{
-        Fixture *fx = calloc(1, sizeof(*fx));
-        assert_non_null(fx);
-        fx->dir = tu_mkdtemp();
-        assert_true(asprintf(&fx->db, "%s/hive.sqlite", fx->dir) > 0);
-        assert_int_equal(store_open(fx->db, &fx->store), 0);
-        assert_non_null(fx->store);
-        *state = fx;
-        return 0;
-}
-
-static int teardown(void **state)
-{
-        Fixture *fx = *state;
-        fx->store = store_close(fx->store);
-        assert_int_equal(tu_rm_rf(fx->dir), 0);
-        free(fx->db);
-        free(fx->dir);
-        free(fx);
-        return 0;
-}
-
-/* A one-value integer query on the store's own connection (sees uncommitted writes), with
- * arg bound to ?1 when the statement has a parameter.  NULL reads as -1. */
-static int64_t sql_int(Store *s, const char *sql, int64_t arg)
-{
-        sqlite3_stmt *st = NULL;
-        assert_int_equal(sqlite3_prepare_v2(store_db(s), sql, -1, &st, NULL), SQLITE_OK);
-        if (sqlite3_bind_parameter_count(st) > 0)
-                assert_int_equal(sqlite3_bind_int64(st, 1, arg), SQLITE_OK);
-        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        int64_t v = sqlite3_column_type(st, 0) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-        return v;
-}
-
-/* The same for a text column; returns it malloc'ed, or NULL for SQL NULL. */
-static char *sql_text(Store *s, const char *sql, int64_t arg)
-{
-        sqlite3_stmt *st = NULL;
-        assert_int_equal(sqlite3_prepare_v2(store_db(s), sql, -1, &st, NULL), SQLITE_OK);
-        if (sqlite3_bind_parameter_count(st) > 0)
-                assert_int_equal(sqlite3_bind_int64(st, 1, arg), SQLITE_OK);
-        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        const char *t = (const char *)sqlite3_column_text(st, 0);
-        char *v = t ? strdup(t) : NULL;
-        if (t)
-                assert_non_null(v);
-        sqlite3_finalize(st);
-        return v;
-}
+typedef StoreFixture Fixture;
+#define setup    tu_store_setup
+#define teardown tu_store_teardown
 
 static int64_t count_messages(Store *s)
 {
-        return sql_int(s, "SELECT COUNT(*) FROM messages", 0);
+        return tu_sql_int(s, "SELECT COUNT(*) FROM messages", 0);
 }
 
 static int64_t add(Store *s, const char *agent, const char *message, const char *file_path,
@@ -219,19 +164,22 @@ static void test_add(void **state)
         int64_t hi = store_now_ms();
         assert_true(b > a);
         assert_true(store_batch_open(fx->store));
-        assert_int_equal(sql_int(fx->store, "PRAGMA synchronous", 0), 2); /* FULL */
-        assert_int_equal(sql_int(fx->store, "SELECT due_at FROM reminders WHERE id = ?1", a), 5000);
-        int64_t created = sql_int(fx->store, "SELECT created_at FROM reminders WHERE id = ?1", a);
+        assert_int_equal(tu_sql_int(fx->store, "PRAGMA synchronous", 0), 2); /* FULL */
+        assert_int_equal(tu_sql_int(fx->store, "SELECT due_at FROM reminders WHERE id = ?1", a),
+                         5000);
+        int64_t created =
+                tu_sql_int(fx->store, "SELECT created_at FROM reminders WHERE id = ?1", a);
         assert_true(created >= lo && created <= hi);
         assert_int_equal(
-                sql_int(fx->store,
+                tu_sql_int(
+                        fx->store,
                         "SELECT (sent_at IS NULL) + (cancelled_at IS NULL) + (file_path IS NULL) + "
                         "(last_error IS NULL) FROM reminders WHERE id = ?1",
                         a),
                 4);
-        assert_int_equal(sql_int(fx->store, "SELECT attempt_count FROM reminders WHERE id = ?1", a),
-                         0);
-        char *fp = sql_text(fx->store, "SELECT file_path FROM reminders WHERE id = ?1", b);
+        assert_int_equal(
+                tu_sql_int(fx->store, "SELECT attempt_count FROM reminders WHERE id = ?1", a), 0);
+        char *fp = tu_sql_text(fx->store, "SELECT file_path FROM reminders WHERE id = ?1", b);
         assert_string_equal(fp, "/state/notes/a.md");
         free(fp);
         assert_int_equal(count_messages(fx->store), 0);
@@ -250,7 +198,7 @@ static void test_add_limit(void **state)
         assert_int_equal(reminders_add(fx->store, "alice", "m", NULL, 1, &id), -EUSERS);
         assert_int_equal(id, 777);
         assert_int_equal(pending(fx->store, "alice"), REMINDERS_PENDING_MAX);
-        assert_int_equal(sql_int(fx->store, "SELECT COUNT(*) FROM reminders", 0),
+        assert_int_equal(tu_sql_int(fx->store, "SELECT COUNT(*) FROM reminders", 0),
                          REMINDERS_PENDING_MAX);
 
         /* The limit is per agent. */
@@ -310,18 +258,21 @@ static void test_fire_due(void **state)
         for (int i = 0; i < 2; i++) {
                 int64_t id = i == 0 ? r1 : r2;
                 assert_int_equal(
-                        sql_int(fx->store, "SELECT sent_at FROM reminders WHERE id = ?1", id),
+                        tu_sql_int(fx->store, "SELECT sent_at FROM reminders WHERE id = ?1", id),
                         2000);
-                assert_int_equal(
-                        sql_int(fx->store, "SELECT attempt_count FROM reminders WHERE id = ?1", id),
-                        1);
-                assert_int_equal(sql_int(fx->store,
-                                         "SELECT last_error IS NULL FROM reminders WHERE id = ?1",
-                                         id),
+                assert_int_equal(tu_sql_int(fx->store,
+                                            "SELECT attempt_count FROM reminders WHERE id = ?1",
+                                            id),
                                  1);
+                assert_int_equal(
+                        tu_sql_int(fx->store,
+                                   "SELECT last_error IS NULL FROM reminders WHERE id = ?1", id),
+                        1);
         }
-        assert_int_equal(sql_int(fx->store, "SELECT sent_at FROM reminders WHERE id = ?1", r3), -1);
-        assert_int_equal(sql_int(fx->store, "SELECT sent_at FROM reminders WHERE id = ?1", r4), -1);
+        assert_int_equal(tu_sql_int(fx->store, "SELECT sent_at FROM reminders WHERE id = ?1", r3),
+                         -1);
+        assert_int_equal(tu_sql_int(fx->store, "SELECT sent_at FROM reminders WHERE id = ?1", r4),
+                         -1);
 
         /* Not fired again. */
         assert_int_equal(fire(fx->store, 2000, agents), 0);
@@ -369,7 +320,7 @@ static void delivery_failure(Fixture *fx, bool warm)
         int64_t id = add(fx->store, "alice", "stand up", "/state/notes/x", 1000);
         assert_int_equal(store_batch_commit(fx->store), 0);
         char *schema =
-                sql_text(fx->store, "SELECT sql FROM sqlite_master WHERE name = 'messages'", 0);
+                tu_sql_text(fx->store, "SELECT sql FROM sqlite_master WHERE name = 'messages'", 0);
         assert_non_null(schema);
         assert_int_equal(sqlite3_exec(store_db(fx->store), "DROP TABLE messages", NULL, NULL, NULL),
                          SQLITE_OK);
@@ -378,14 +329,15 @@ static void delivery_failure(Fixture *fx, bool warm)
         json_t *agents = json_array();
         assert_int_equal(reminders_fire_due(fx->store, now, agents), 0);
         assert_int_equal(json_array_size(agents), 0);
-        assert_int_equal(sql_int(fx->store, "SELECT sent_at FROM reminders WHERE id = ?1", id), -1);
+        assert_int_equal(tu_sql_int(fx->store, "SELECT sent_at FROM reminders WHERE id = ?1", id),
+                         -1);
         assert_int_equal(
-                sql_int(fx->store, "SELECT attempt_count FROM reminders WHERE id = ?1", id), 1);
-        char *err = sql_text(fx->store, "SELECT last_error FROM reminders WHERE id = ?1", id);
+                tu_sql_int(fx->store, "SELECT attempt_count FROM reminders WHERE id = ?1", id), 1);
+        char *err = tu_sql_text(fx->store, "SELECT last_error FROM reminders WHERE id = ?1", id);
         assert_non_null(err);
         assert_string_equal(err, strerror(EIO)); /* sqlite's "no such table" maps to -EIO */
         free(err);
-        int64_t due = sql_int(fx->store, "SELECT due_at FROM reminders WHERE id = ?1", id);
+        int64_t due = tu_sql_int(fx->store, "SELECT due_at FROM reminders WHERE id = ?1", id);
         assert_true(due > now);
         assert_int_equal(due, now + 1000); /* first back-off: one second */
         assert_int_equal(next_due(fx->store), due);
@@ -394,7 +346,7 @@ static void delivery_failure(Fixture *fx, bool warm)
         /* Not due again before the back-off ends. */
         assert_int_equal(reminders_fire_due(fx->store, due - 1, agents), 0);
         assert_int_equal(
-                sql_int(fx->store, "SELECT attempt_count FROM reminders WHERE id = ?1", id), 1);
+                tu_sql_int(fx->store, "SELECT attempt_count FROM reminders WHERE id = ?1", id), 1);
 
         /* The listing shows the attempts and the error. */
         json_t *arr = json_array();
@@ -408,8 +360,8 @@ static void delivery_failure(Fixture *fx, bool warm)
         /* A second failure doubles the back-off. */
         assert_int_equal(reminders_fire_due(fx->store, due, agents), 0);
         assert_int_equal(
-                sql_int(fx->store, "SELECT attempt_count FROM reminders WHERE id = ?1", id), 2);
-        assert_int_equal(sql_int(fx->store, "SELECT due_at FROM reminders WHERE id = ?1", id),
+                tu_sql_int(fx->store, "SELECT attempt_count FROM reminders WHERE id = ?1", id), 2);
+        assert_int_equal(tu_sql_int(fx->store, "SELECT due_at FROM reminders WHERE id = ?1", id),
                          due + 2000);
         due += 2000;
 
@@ -419,12 +371,12 @@ static void delivery_failure(Fixture *fx, bool warm)
         assert_int_equal(reminders_fire_due(fx->store, due, agents), 1);
         assert_int_equal(json_array_size(agents), 1);
         assert_string_equal(json_string_value(json_array_get(agents, 0)), "alice");
-        assert_int_equal(sql_int(fx->store, "SELECT sent_at FROM reminders WHERE id = ?1", id),
+        assert_int_equal(tu_sql_int(fx->store, "SELECT sent_at FROM reminders WHERE id = ?1", id),
                          due);
         assert_int_equal(
-                sql_int(fx->store, "SELECT attempt_count FROM reminders WHERE id = ?1", id), 3);
+                tu_sql_int(fx->store, "SELECT attempt_count FROM reminders WHERE id = ?1", id), 3);
         assert_int_equal(
-                sql_int(fx->store, "SELECT last_error IS NULL FROM reminders WHERE id = ?1", id),
+                tu_sql_int(fx->store, "SELECT last_error IS NULL FROM reminders WHERE id = ?1", id),
                 1);
         arr = inbox(fx->store, "alice");
         assert_int_equal(json_array_size(arr), 1);
@@ -459,7 +411,7 @@ static void test_next_due(void **state)
         assert_int_equal(next_due(fx->store), 2000);
         assert_int_equal(fire(fx->store, 2000, NULL), 1);
         assert_int_equal(
-                sql_int(fx->store, "SELECT sent_at IS NOT NULL FROM reminders WHERE id = ?1", b),
+                tu_sql_int(fx->store, "SELECT sent_at IS NOT NULL FROM reminders WHERE id = ?1", b),
                 1);
         assert_int_equal(next_due(fx->store), 3000);
         assert_int_equal(reminders_cancel(fx->store, a, "alice"), 0);
@@ -511,7 +463,7 @@ static void test_count_list_pending(void **state)
         int64_t sent = add(fx->store, "bob", "sent", NULL, 1000);
         assert_int_equal(reminders_cancel(fx->store, gone, "alice"), 0);
         assert_int_equal(fire(fx->store, 1000, NULL), 1);
-        assert_int_equal(sql_int(fx->store, "SELECT sent_at FROM reminders WHERE id = ?1", sent),
+        assert_int_equal(tu_sql_int(fx->store, "SELECT sent_at FROM reminders WHERE id = ?1", sent),
                          1000);
         sqlite3_stmt *st = NULL;
         assert_int_equal(sqlite3_prepare_v2(store_db(fx->store),
@@ -578,14 +530,14 @@ static void test_cancel(void **state)
         assert_int_equal(reminders_cancel(fx->store, 0, "alice"), -ENOENT);
         assert_int_equal(reminders_cancel(fx->store, a, "bob"), -EPERM);
         assert_int_equal(reminders_cancel(fx->store, a, "operator"), -EPERM);
-        assert_int_equal(sql_int(fx->store, "SELECT cancelled_at FROM reminders WHERE id = ?1", a),
-                         -1);
+        assert_int_equal(
+                tu_sql_int(fx->store, "SELECT cancelled_at FROM reminders WHERE id = ?1", a), -1);
         assert_int_equal(pending(fx->store, "alice"), 2);
 
         int64_t lo = store_now_ms();
         assert_int_equal(reminders_cancel(fx->store, a, "alice"), 0);
         int64_t hi = store_now_ms();
-        int64_t at = sql_int(fx->store, "SELECT cancelled_at FROM reminders WHERE id = ?1", a);
+        int64_t at = tu_sql_int(fx->store, "SELECT cancelled_at FROM reminders WHERE id = ?1", a);
         assert_true(at >= lo && at <= hi);
         assert_int_equal(pending(fx->store, "alice"), 1);
         assert_int_equal(reminders_cancel(fx->store, a, "alice"), -EALREADY);
@@ -594,8 +546,8 @@ static void test_cancel(void **state)
 
         assert_int_equal(fire(fx->store, 1000, NULL), 1);
         assert_int_equal(reminders_cancel(fx->store, s, "alice"), -EALREADY);
-        assert_int_equal(sql_int(fx->store, "SELECT cancelled_at FROM reminders WHERE id = ?1", s),
-                         -1);
+        assert_int_equal(
+                tu_sql_int(fx->store, "SELECT cancelled_at FROM reminders WHERE id = ?1", s), -1);
         assert_int_equal(pending(fx->store, "alice"), 0);
 
         /* A cancelled reminder never fires. */

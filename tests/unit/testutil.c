@@ -8,6 +8,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <sqlite3.h>
+
 #include "testutil.h"
 
 char *tu_mkdtemp(void)
@@ -93,4 +99,54 @@ int tu_write_file(const char *path, const char *content)
         int r = k < 0 ? -errno : (size_t)k != n ? -EIO : 0;
         close(fd);
         return r;
+}
+
+int tu_store_setup(void **state)
+{
+        StoreFixture *fx = calloc(1, sizeof(*fx));
+        assert_non_null(fx);
+        fx->dir = tu_mkdtemp();
+        assert_true(asprintf(&fx->db, "%s/hive.sqlite", fx->dir) > 0);
+        assert_int_equal(store_open(fx->db, &fx->store), 0);
+        assert_non_null(fx->store);
+        *state = fx;
+        return 0;
+}
+
+int tu_store_teardown(void **state)
+{
+        StoreFixture *fx = *state;
+        fx->store = store_close(fx->store);
+        assert_int_equal(tu_rm_rf(fx->dir), 0);
+        free(fx->db);
+        free(fx->dir);
+        free(fx);
+        return 0;
+}
+
+int64_t tu_sql_int(Store *s, const char *sql, int64_t arg)
+{
+        sqlite3_stmt *st = NULL;
+        assert_int_equal(sqlite3_prepare_v2(store_db(s), sql, -1, &st, NULL), SQLITE_OK);
+        if (sqlite3_bind_parameter_count(st) > 0)
+                assert_int_equal(sqlite3_bind_int64(st, 1, arg), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        int64_t v = sqlite3_column_type(st, 0) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+        return v;
+}
+
+char *tu_sql_text(Store *s, const char *sql, int64_t arg)
+{
+        sqlite3_stmt *st = NULL;
+        assert_int_equal(sqlite3_prepare_v2(store_db(s), sql, -1, &st, NULL), SQLITE_OK);
+        if (sqlite3_bind_parameter_count(st) > 0)
+                assert_int_equal(sqlite3_bind_int64(st, 1, arg), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        const char *t = (const char *)sqlite3_column_text(st, 0);
+        char *v = t ? strdup(t) : NULL;
+        if (t)
+                assert_non_null(v);
+        sqlite3_finalize(st);
+        return v;
 }

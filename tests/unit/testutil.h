@@ -2,6 +2,9 @@
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
 
 /* Creates a fresh directory under $TMPDIR (or /tmp).  Returns it malloc'ed; aborts on failure. */
 char *tu_mkdtemp(void);
@@ -20,3 +23,19 @@ char *tu_fixture_path(const char *name);
 
 /* Writes a file (mode 0644).  Returns 0 or a negative errno. */
 int tu_write_file(const char *path, const char *content);
+
+/* A fresh temp dir with a database opened through store_open(): the cmocka state of the
+ * store-level tests (setup/teardown functions for cmocka_unit_test_setup_teardown). */
+typedef struct StoreFixture {
+        char *dir;
+        char *db;
+        Store *store;
+} StoreFixture;
+int tu_store_setup(void **state);
+int tu_store_teardown(void **state);
+
+/* A one-value integer query on the store's own connection (sees uncommitted writes), with
+ * arg bound to ?1 when the statement has a parameter.  NULL reads as -1. */
+int64_t tu_sql_int(Store *s, const char *sql, int64_t arg);
+/* The same for a text column; returns it malloc'ed, or NULL for SQL NULL. */
+char *tu_sql_text(Store *s, const char *sql, int64_t arg);
