@@ -17,11 +17,8 @@
 
 #define COLUMNS "id, asker, target, question, options_json, multi, asked_at, deadline_at"
 
-static int prep(Store *s, const char *sql, sqlite3_stmt **st)
-{
-        int rc = sqlite3_prepare_v2(store_db(s), sql, -1, st, NULL);
-        return rc == SQLITE_OK ? 0 : store_sqlite_errno(s, rc, "prepare");
-}
+/* Statements come from the connection's cache (store_stmt()). */
+#define prep(s, sql, st) store_stmt(s, sql, st)
 
 /* Sends a system event (a JSON object) to recipient's inbox. */
 static int send_event(Store *s, const char *recipient, json_t *event)
@@ -85,7 +82,7 @@ int questions_ask(Store *s, const char *asker, const char *target, const char *q
         if (deadline_ms > 0)
                 sqlite3_bind_int64(st, 7, deadline_ms);
         int rc = sqlite3_step(st);
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         if (rc != SQLITE_DONE)
                 return store_op_end(s, store_sqlite_errno(s, rc, "insert question"));
         int64_t id = sqlite3_last_insert_rowid(store_db(s));
@@ -120,14 +117,14 @@ static int questions_resolve(Store *s, int64_t id, const char *answerer, const c
         sqlite3_bind_int64(st, 1, id);
         int rc = sqlite3_step(st);
         if (rc != SQLITE_ROW) {
-                sqlite3_finalize(st);
+                store_stmt_done(st);
                 return rc == SQLITE_DONE ? -ENOENT : store_sqlite_errno(s, rc, "question");
         }
         _cleanup_free_ char *asker = strdup((const char *)sqlite3_column_text(st, 0));
         _cleanup_free_ char *target = strdup((const char *)sqlite3_column_text(st, 1));
         _cleanup_free_ char *question = strdup((const char *)sqlite3_column_text(st, 2));
         bool answered = sqlite3_column_type(st, 3) != SQLITE_NULL;
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         if (!asker || !target || !question)
                 return -ENOMEM;
         if (answered)
@@ -154,7 +151,7 @@ static int questions_resolve(Store *s, int64_t id, const char *answerer, const c
         sqlite3_bind_text(st, 3, answer, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 4, answerer, -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         if (rc != SQLITE_DONE)
                 return store_op_end(s, store_sqlite_errno(s, rc, "answer"));
         if (strcmp(asker, "operator") != 0) {
@@ -199,7 +196,7 @@ int questions_expire(Store *s, int64_t now_ms, json_t *askers)
         size_t n = 0;
         while (n < 100 && sqlite3_step(st) == SQLITE_ROW)
                 ids[n++] = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         int count = 0;
         for (size_t i = 0; i < n; i++) {
                 _cleanup_free_ char *asker = NULL;
@@ -226,7 +223,7 @@ int questions_next_deadline(Store *s, int64_t *ret_ms)
                 return r;
         int rc = sqlite3_step(st);
         *ret_ms = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         return rc == SQLITE_ROW ? 0 : store_sqlite_errno(s, rc, "next deadline");
 }
 
@@ -246,9 +243,9 @@ int questions_list_open(Store *s, const char *who, json_t *arr)
         int rc;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW)
                 if (json_array_append_new(arr, row_json(st)) < 0) {
-                        sqlite3_finalize(st);
+                        store_stmt_done(st);
                         return -ENOMEM;
                 }
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         return rc == SQLITE_DONE ? 0 : store_sqlite_errno(s, rc, "open questions");
 }

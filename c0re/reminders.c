@@ -13,11 +13,8 @@
 #include "reminders.h"
 #include "timeutil.h"
 
-static int prep(Store *s, const char *sql, sqlite3_stmt **st)
-{
-        int rc = sqlite3_prepare_v2(store_db(s), sql, -1, st, NULL);
-        return rc == SQLITE_OK ? 0 : store_sqlite_errno(s, rc, "prepare");
-}
+/* Statements come from the connection's cache (store_stmt()). */
+#define prep(s, sql, st) store_stmt(s, sql, st)
 
 int reminders_check_path(const char *file_path, char **ret)
 {
@@ -70,7 +67,7 @@ int reminders_count_pending(Store *s, const char *agent, int64_t *ret)
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW)
                 *ret = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         return rc == SQLITE_ROW ? 0 : store_sqlite_errno(s, rc, "count reminders");
 }
 
@@ -100,7 +97,7 @@ int reminders_add(Store *s, const char *agent, const char *message, const char *
         sqlite3_bind_int64(st, 4, due_ms);
         sqlite3_bind_int64(st, 5, store_now_ms());
         int rc = sqlite3_step(st);
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         if (rc != SQLITE_DONE)
                 return store_sqlite_errno(s, rc, "insert reminder");
         *ret_id = sqlite3_last_insert_rowid(store_db(s));
@@ -138,7 +135,7 @@ int reminders_fire_due(Store *s, int64_t now_ms, json_t *agents)
                 };
                 n++;
         }
-        sqlite3_finalize(st);
+        store_stmt_done(st);
 
         int fired = 0;
         for (size_t i = 0; i < n; i++) {
@@ -167,7 +164,7 @@ int reminders_fire_due(Store *s, int64_t now_ms, json_t *agents)
                                         sqlite3_bind_int64(st, 1, d->id);
                                         sqlite3_bind_int64(st, 2, now_ms);
                                         rc = sqlite3_step(st);
-                                        sqlite3_finalize(st);
+                                        store_stmt_done(st);
                                         if (rc != SQLITE_DONE)
                                                 k = store_sqlite_errno(s, rc, "mark sent");
                                 }
@@ -190,7 +187,7 @@ int reminders_fire_due(Store *s, int64_t now_ms, json_t *agents)
                                 sqlite3_bind_text(st, 2, strerror(-k), -1, SQLITE_TRANSIENT);
                                 sqlite3_bind_int64(st, 3, now_ms + backoff);
                                 (void)sqlite3_step(st);
-                                sqlite3_finalize(st);
+                                store_stmt_done(st);
                         }
                 }
                 free(d->agent);
@@ -211,7 +208,7 @@ int reminders_next_due(Store *s, int64_t *ret_ms)
                 return r;
         int rc = sqlite3_step(st);
         *ret_ms = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         return rc == SQLITE_ROW ? 0 : store_sqlite_errno(s, rc, "next reminder");
 }
 
@@ -246,11 +243,11 @@ int reminders_list_pending(Store *s, const char *agent, json_t *arr)
                         json_object_set_new(j, "last_error",
                                             json_string((const char *)sqlite3_column_text(st, 6)));
                 if (json_array_append_new(arr, j) < 0) {
-                        sqlite3_finalize(st);
+                        store_stmt_done(st);
                         return -ENOMEM;
                 }
         }
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         return rc == SQLITE_DONE ? 0 : store_sqlite_errno(s, rc, "list reminders");
 }
 
@@ -263,13 +260,13 @@ int reminders_cancel(Store *s, int64_t id, const char *agent)
         sqlite3_bind_int64(st, 1, id);
         int rc = sqlite3_step(st);
         if (rc != SQLITE_ROW) {
-                sqlite3_finalize(st);
+                store_stmt_done(st);
                 return rc == SQLITE_DONE ? -ENOENT : store_sqlite_errno(s, rc, "reminder");
         }
         bool mine = strcmp((const char *)sqlite3_column_text(st, 0), agent) == 0;
         bool done = sqlite3_column_type(st, 1) != SQLITE_NULL ||
                     sqlite3_column_type(st, 2) != SQLITE_NULL;
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         if (!mine)
                 return -EPERM;
         if (done)
@@ -283,6 +280,6 @@ int reminders_cancel(Store *s, int64_t id, const char *agent)
         sqlite3_bind_int64(st, 1, id);
         sqlite3_bind_int64(st, 2, store_now_ms());
         rc = sqlite3_step(st);
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         return rc == SQLITE_DONE ? 0 : store_sqlite_errno(s, rc, "cancel reminder");
 }
