@@ -866,6 +866,12 @@ int agent_server_new(Daemon *d, AgentServer **ret)
         if (r < 0)
                 goto fail;
         for (char **n = names; *n; n++) {
+                if (!host_verbs_name_valid(*n) || host_verbs_name_reserved(*n)) {
+                        log_warning("the registry holds an agent named \"%s\", which is not a "
+                                    "valid agent name; it gets no socket",
+                                    *n);
+                        continue;
+                }
                 r = endpoint_new(as, *n, false);
                 if (r < 0)
                         goto fail;

@@ -24,6 +24,17 @@
 #include "questions.h"
 #include "reminders.h"
 
+static const char *const reserved_names[] = {"manager", "operator", "hive", "reminder",
+                                             "hm1nd",   "self",     NULL};
+
+bool host_verbs_name_reserved(const char *name)
+{
+        for (const char *const *r = reserved_names; *r; r++)
+                if (strcmp(*r, name) == 0)
+                        return true;
+        return false;
+}
+
 bool host_verbs_name_valid(const char *name)
 {
         size_t n = strlen(name);
@@ -210,6 +221,11 @@ static int verb_set_paused(DispatchCtx *ctx, json_t *req, json_t *resp)
                 return dispatch_fail(ctx, -EINVAL,
                                      "\"%.64s\" is not a valid agent name: 1 to 9 characters "
                                      "of a-z, 0-9 and '-', not starting or ending with '-'",
+                                     name);
+        if (host_verbs_name_reserved(name))
+                return dispatch_fail(ctx, -EINVAL,
+                                     "\"%s\" is reserved (manager, operator, hive, reminder, "
+                                     "hm1nd, self) and cannot name an agent",
                                      name);
         AgentRecord a;
         int r = store_agent_get(d->store, name, &a);

@@ -269,3 +269,15 @@ def test_bad_inputs(hive, req, code, needle):
     assert r["ok"] is False and r["error_code"] == code, r
     assert needle in r["error"], r
     assert d.connect("b2").req({"cmd": "status"})["pending"] == 0  # nothing was stored
+
+
+def test_reserved_names_get_no_socket(hive):
+    d = hive(agents=("a1", "operator", "Bad_Name"))
+    assert not os.path.exists(os.path.join(d.run, "agents", "operator"))
+    assert not os.path.exists(os.path.join(d.run, "agents", "Bad_Name"))
+    assert "gets no socket" in d.log_text()
+    r = d.request({"cmd": "set_paused", "name": "operator", "paused": True})
+    assert r["ok"] is False and r["error_code"] == "EINVAL" and "reserved" in r["error"]
+    # The operator's inbox is still the operator's.
+    assert d.connect("a1").req({"cmd": "send", "to": "operator", "body": "hi"})["ok"]
+    assert d.request({"cmd": "operator_inbox"})["messages"][0]["from"] == "a1"
