@@ -470,7 +470,7 @@ static int verb_set_status(DispatchCtx *ctx, json_t *req, json_t *resp)
         const char *text = json_string_value(json_object_get(req, "text"));
         size_t n = strlen(text);
         if (n > STATUS_TEXT_MAX)
-                return dispatch_fail(ctx, -EINVAL, "the status text is %zu characters, over %d", n,
+                return dispatch_fail(ctx, -EINVAL, "the status text is %zu bytes, over %d", n,
                                      STATUS_TEXT_MAX);
         if (ep->manager)
                 return dispatch_fail(ctx, -EOPNOTSUPP,

@@ -60,7 +60,7 @@ static void vacuum(Scheduler *sch, int64_t now)
                 total += r;
         }
         if (total > 0)
-                log_info("vacuumed %d delivered message(s) older than 30 days", total);
+                log_info("vacuumed %d message(s) acknowledged over 30 days ago", total);
 }
 
 static void *scheduler_main(void *userdata)
