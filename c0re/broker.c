@@ -110,18 +110,12 @@ int broker_lease(Store *s, const char *recipient, unsigned max, int64_t lease_ms
                  &st);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < n; i++) {
-                sqlite3_bind_int64(st, 1, ids[i]);
-                sqlite3_bind_int64(st, 2, now + lease_ms);
-                sqlite3_bind_int64(st, 3, now);
-                rc = sqlite3_step(st);
-                sqlite3_reset(st);
-                if (rc != SQLITE_DONE) {
-                        store_stmt_done(st);
-                        return store_sqlite_errno(s, rc, "lease");
-                }
-        }
+        sqlite3_bind_int64(st, 2, now + lease_ms);
+        sqlite3_bind_int64(st, 3, now);
+        r = store_step_each_id(s, st, ids, n, "lease");
         store_stmt_done(st);
+        if (r < 0)
+                return r;
         *ret_ids = TAKE_PTR(ids);
         *ret_n = n;
         return 0;
@@ -162,22 +156,11 @@ int broker_ack(Store *s, const char *recipient, const int64_t *ids, size_t n)
                  &st);
         if (r < 0)
                 return r;
-        int64_t now = store_now_ms();
-        int count = 0;
-        for (size_t i = 0; i < n; i++) {
-                sqlite3_bind_int64(st, 1, ids[i]);
-                sqlite3_bind_text(st, 2, recipient, -1, SQLITE_STATIC);
-                sqlite3_bind_int64(st, 3, now);
-                int rc = sqlite3_step(st);
-                sqlite3_reset(st);
-                if (rc != SQLITE_DONE) {
-                        store_stmt_done(st);
-                        return store_sqlite_errno(s, rc, "ack");
-                }
-                count += sqlite3_changes(store_db(s));
-        }
+        sqlite3_bind_text(st, 2, recipient, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, store_now_ms());
+        r = store_step_each_id(s, st, ids, n, "ack");
         store_stmt_done(st);
-        return count;
+        return r;
 }
 
 int broker_unlease(Store *s, const int64_t *ids, size_t n)
@@ -192,17 +175,9 @@ int broker_unlease(Store *s, const int64_t *ids, size_t n)
                  &st);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < n; i++) {
-                sqlite3_bind_int64(st, 1, ids[i]);
-                int rc = sqlite3_step(st);
-                sqlite3_reset(st);
-                if (rc != SQLITE_DONE) {
-                        store_stmt_done(st);
-                        return store_sqlite_errno(s, rc, "unlease");
-                }
-        }
+        r = store_step_each_id(s, st, ids, n, "unlease");
         store_stmt_done(st);
-        return 0;
+        return r < 0 ? r : 0;
 }
 
 int broker_clear_leases(Store *s)

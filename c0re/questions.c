@@ -214,17 +214,11 @@ int questions_expire(Store *s, int64_t now_ms, json_t *askers)
 
 int questions_next_deadline(Store *s, int64_t *ret_ms)
 {
-        sqlite3_stmt *st = NULL;
-        int r = prep(s,
-                     "SELECT MIN(deadline_at) FROM questions WHERE answered_at IS NULL "
-                     "AND deadline_at IS NOT NULL",
-                     &st);
-        if (r < 0)
-                return r;
-        int rc = sqlite3_step(st);
-        *ret_ms = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-        store_stmt_done(st);
-        return rc == SQLITE_ROW ? 0 : store_sqlite_errno(s, rc, "next deadline");
+        *ret_ms = 0;
+        return store_query_int64(s,
+                                 "SELECT MIN(deadline_at) FROM questions WHERE answered_at IS NULL "
+                                 "AND deadline_at IS NOT NULL",
+                                 NULL, ret_ms);
 }
 
 int questions_list_open(Store *s, const char *who, json_t *arr)

@@ -53,22 +53,12 @@ int reminders_check_path(const char *file_path, char **ret)
 
 int reminders_count_pending(Store *s, const char *agent, int64_t *ret)
 {
-        sqlite3_stmt *st = NULL;
-        int r = prep(s,
-                     agent ? "SELECT COUNT(*) FROM reminders WHERE sent_at IS NULL AND "
-                             "cancelled_at IS NULL AND agent = ?1"
-                           : "SELECT COUNT(*) FROM reminders WHERE sent_at IS NULL AND "
-                             "cancelled_at IS NULL",
-                     &st);
-        if (r < 0)
-                return r;
-        if (agent)
-                sqlite3_bind_text(st, 1, agent, -1, SQLITE_STATIC);
-        int rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW)
-                *ret = sqlite3_column_int64(st, 0);
-        store_stmt_done(st);
-        return rc == SQLITE_ROW ? 0 : store_sqlite_errno(s, rc, "count reminders");
+        return store_query_int64(s,
+                                 agent ? "SELECT COUNT(*) FROM reminders WHERE sent_at IS NULL AND "
+                                         "cancelled_at IS NULL AND agent = ?1"
+                                       : "SELECT COUNT(*) FROM reminders WHERE sent_at IS NULL AND "
+                                         "cancelled_at IS NULL",
+                                 agent, ret);
 }
 
 int reminders_add(Store *s, const char *agent, const char *message, const char *file_path,
@@ -199,17 +189,11 @@ int reminders_fire_due(Store *s, int64_t now_ms, json_t *agents)
 
 int reminders_next_due(Store *s, int64_t *ret_ms)
 {
-        sqlite3_stmt *st = NULL;
-        int r = prep(s,
-                     "SELECT MIN(due_at) FROM reminders WHERE sent_at IS NULL AND "
-                     "cancelled_at IS NULL",
-                     &st);
-        if (r < 0)
-                return r;
-        int rc = sqlite3_step(st);
-        *ret_ms = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-        store_stmt_done(st);
-        return rc == SQLITE_ROW ? 0 : store_sqlite_errno(s, rc, "next reminder");
+        *ret_ms = 0;
+        return store_query_int64(s,
+                                 "SELECT MIN(due_at) FROM reminders WHERE sent_at IS NULL AND "
+                                 "cancelled_at IS NULL",
+                                 NULL, ret_ms);
 }
 
 int reminders_list_pending(Store *s, const char *agent, json_t *arr)

@@ -599,3 +599,32 @@ void store_stmt_done(sqlite3_stmt *st)
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
 }
+
+int store_step_each_id(Store *s, sqlite3_stmt *st, const int64_t *ids, size_t n, const char *what)
+{
+        int changes = 0;
+        for (size_t i = 0; i < n; i++) {
+                sqlite3_bind_int64(st, 1, ids[i]);
+                int rc = sqlite3_step(st);
+                sqlite3_reset(st);
+                if (rc != SQLITE_DONE)
+                        return store_sqlite_errno(s, rc, what);
+                changes += sqlite3_changes(s->db);
+        }
+        return changes;
+}
+
+int store_query_int64(Store *s, const char *sql, const char *text, int64_t *ret)
+{
+        sqlite3_stmt *st = NULL;
+        int r = store_stmt(s, sql, &st);
+        if (r < 0)
+                return r;
+        if (text)
+                sqlite3_bind_text(st, 1, text, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                *ret = sqlite3_column_int64(st, 0);
+        store_stmt_done(st);
+        return rc == SQLITE_ROW ? 0 : store_sqlite_errno(s, rc, "query");
+}

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct Store Store;
@@ -63,6 +64,13 @@ int store_sqlite_errno(Store *s, int rc, const char *what);
  * sql must be a string literal).  Hand it back with store_stmt_done(), never finalize it. */
 int store_stmt(Store *s, const char *sql, struct sqlite3_stmt **ret);
 void store_stmt_done(struct sqlite3_stmt *st);
+
+/* Runs st once per id, with the id bound to ?1 (other parameters stay as bound).  Returns the
+ * number of rows changed in all, or a negative errno (what names the step in the log). */
+int store_step_each_id(Store *s, struct sqlite3_stmt *st, const int64_t *ids, size_t n,
+                       const char *what);
+/* A one-row, one-integer query (text bound to ?1 when non-NULL); SQL NULL reads as 0. */
+int store_query_int64(Store *s, const char *sql, const char *text, int64_t *ret);
 
 /* Write batches (group commit).  Every write made during one main-loop round joins one
  * transaction, committed once at the end of the round; answers to requests that wrote wait
