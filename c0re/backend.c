@@ -1,4 +1,5 @@
-/* Backend discovery: probes PATH and privileges; never runs anything. */
+/* Container backends: discovery (which can run here), construction, and the payload every
+ * nspawn or process agent runs.  The operations live in backend_*.c. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,5 +78,180 @@ int backend_pick(const char *choice, bool dev, const char **ret_name, const char
         }
         *ret_name = "process";
         *ret_reason = "nothing better is available";
+        return 0;
+}
+
+const char *container_state_to_string(ContainerState s)
+{
+        switch (s) {
+        case CONTAINER_GONE:
+                return "gone";
+        case CONTAINER_DOWN:
+                return "down";
+        case CONTAINER_UP:
+                return "up";
+        }
+        return "unknown";
+}
+
+void backend_run_done(BackendRun *r)
+{
+        free(r->out);
+        free(r->err);
+        r->out = r->err = NULL;
+}
+
+int backend_new(const char *name, const HiveConfig *cfg, BackendExitFn on_exit, void *userdata,
+                Backend **ret)
+{
+        static const BackendOps *const all[] = {&backend_nixos_container_ops, &backend_nspawn_ops,
+                                                &backend_process_ops};
+        const BackendOps *ops = NULL;
+        for (size_t i = 0; i < ELEMENTSOF(all); i++)
+                if (strcmp(all[i]->name, name) == 0)
+                        ops = all[i];
+        if (!ops)
+                return -EINVAL;
+        _cleanup_free_ Backend *b = calloc(1, sizeof(*b));
+        if (!b)
+                return -ENOMEM;
+        *b = (Backend){.ops = ops, .cfg = cfg, .on_exit = on_exit, .on_exit_userdata = userdata};
+        if (ops->init) {
+                int r = ops->init(b);
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(b);
+        return 0;
+}
+
+Backend *backend_free(Backend *b)
+{
+        if (!b)
+                return NULL;
+        if (b->ops->done)
+                b->ops->done(b);
+        free(b);
+        return NULL;
+}
+
+/* dir/prog if it is executable: malloc'ed path, or NULL. */
+static char *exec_in(const char *dir, const char *prog)
+{
+        char *p = NULL;
+        if (asprintf(&p, "%s/%s", dir, prog) < 0)
+                return NULL;
+        if (access(p, X_OK) == 0)
+                return p;
+        free(p);
+        return NULL;
+}
+
+static char *find_harness(const char *prog)
+{
+        char self[4096];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n > 0) {
+                self[n] = '\0';
+                char *slash = strrchr(self, '/');
+                if (slash) {
+                        *slash = '\0';
+                        char *p = exec_in(self, prog);
+                        if (p)
+                                return p;
+                        _cleanup_free_ char *build = NULL;
+                        if (asprintf(&build, "%s/../ag3nt", self) >= 0 &&
+                            (p = exec_in(build, prog)))
+                                return p;
+                }
+        }
+        const char *path = getenv("PATH");
+        if (!path || !*path)
+                path = "/usr/local/bin:/usr/bin:/bin";
+        _cleanup_free_ char *copy = strdup(path);
+        if (!copy)
+                return NULL;
+        char *save = NULL;
+        for (char *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+                char *p = exec_in(dir, prog);
+                if (p)
+                        return p;
+        }
+        return NULL;
+}
+
+int backend_payload_argv(const Backend *b, const BackendAgent *a, char ***ret_argv,
+                         char **ret_dir, char **ret_error)
+{
+        _cleanup_strv_free_ char **argv = calloc(4, sizeof(char *));
+        if (!argv)
+                return -ENOMEM;
+        *ret_dir = NULL;
+        if (b->cfg->agent_command) {
+                argv[0] = strdup("/bin/sh");
+                argv[1] = strdup("-c");
+                argv[2] = strdup(b->cfg->agent_command);
+                if (!argv[0] || !argv[1] || !argv[2])
+                        return -ENOMEM;
+                *ret_argv = TAKE_PTR(argv);
+                return 0;
+        }
+        const char *prog = a->manager ? "hive-m1nd" : "hive-ag3nt";
+        char *path = find_harness(prog);
+        if (!path) {
+                if (ret_error &&
+                    asprintf(ret_error,
+                             "cannot start %s: the harness %s was found neither next to "
+                             "hive-c0re nor on PATH (build ag3nt/, or run the daemon with "
+                             "--agent-command CMD)",
+                             a->machine, prog) < 0)
+                        *ret_error = NULL;
+                return -ENOEXEC;
+        }
+        argv[0] = path;
+        argv[1] = strdup("serve");
+        if (!argv[1])
+                return -ENOMEM;
+        char *slash = strrchr(path, '/');
+        *ret_dir = strndup(path, (size_t)(slash - path));
+        if (!*ret_dir)
+                return -ENOMEM;
+        *ret_argv = TAKE_PTR(argv);
+        return 0;
+}
+
+static int env_add(char **env, size_t *n, const char *key, const char *value)
+{
+        if (!value)
+                return 0;
+        if (asprintf(&env[*n], "%s=%s", key, value) < 0)
+                return -ENOMEM;
+        (*n)++;
+        return 0;
+}
+
+int backend_payload_env(const Backend *b, const BackendAgent *a, bool in_container,
+                        char ***ret_env)
+{
+        _cleanup_strv_free_ char **env = calloc(16, sizeof(char *));
+        if (!env)
+                return -ENOMEM;
+        size_t n = 0;
+        char port[16];
+        snprintf(port, sizeof(port), "%u", (unsigned)a->port);
+        _cleanup_free_ char *sock = NULL;
+        if (asprintf(&sock, "%s/mcp.sock", in_container ? "/run/hive" : a->sock_dir) < 0)
+                return -ENOMEM;
+        const char *path = getenv("PATH");
+        if (in_container || !path)
+                path = "/opt/hive/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        if (env_add(env, &n, "PATH", path) < 0 || env_add(env, &n, "LANG", getenv("LANG")) < 0 ||
+            env_add(env, &n, "TERM", getenv("TERM")) < 0 ||
+            env_add(env, &n, "HOME", in_container ? "/state" : a->state_dir) < 0 ||
+            env_add(env, &n, "HIVE_LABEL", a->name) < 0 ||
+            env_add(env, &n, "HIVE_SOCKET", sock) < 0 || env_add(env, &n, "HIVE_PORT", port) < 0 ||
+            env_add(env, &n, "HIVE_STATE_DIR", in_container ? "/state" : a->state_dir) < 0)
+                return -ENOMEM;
+        *ret_env = TAKE_PTR(env);
         return 0;
 }

@@ -64,6 +64,22 @@ static const OptSpec options[] = {
          .metavar = "SECONDS", .doc = "close a host.sock connection that sends nothing this long"},
         {O("lease-seconds", OPT_INT, lease_seconds), .def = "600", .min = 1, .max = 86400,
          .metavar = "SECONDS", .doc = "a received message not acked this long is offered again"},
+        {O("no-manager", OPT_FLAG, no_manager),
+         .doc = "do not create and run the manager agent (hm1nd) at start-up"},
+        {O("agent-command", OPT_STRING, agent_command), .metavar = "CMD",
+         .doc = "run CMD (with /bin/sh -c) as every agent's payload instead of the harness "
+                "(nspawn and process backends); it sees HIVE_LABEL, HIVE_SOCKET, HIVE_PORT, "
+                "HIVE_STATE_DIR"},
+        {O("nixos-container", OPT_STRING, nixos_container), .def = "nixos-container",
+         .metavar = "PROGRAM", .doc = "the nixos-container program the backend of that name runs"},
+        {O("op-timeout", OPT_INT, op_timeout), .def = "300", .min = 1, .max = 86400,
+         .metavar = "SECONDS", .doc = "longest one container operation (create, start, ...) may take"},
+        {O("stop-grace", OPT_INT, stop_grace), .def = "10", .min = 0, .max = 3600,
+         .metavar = "SECONDS",
+         .doc = "on stop, how long a container has after SIGTERM before it is killed"},
+        {O("crash-interval", OPT_INT, crash_interval), .def = "10", .min = 1, .max = 3600,
+         .metavar = "SECONDS", .doc = "how often the crash watcher compares containers with "
+                                      "what the daemon expects"},
         {O("check-config", OPT_FLAG, check_config),
          .doc = "print the resolved configuration, check it, and exit"},
 };

@@ -1,9 +1,11 @@
 /* epoll main loop.  Sources removed while a round is being dispatched are kept until the
  * round ends, so a handler never sees a freed source. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -33,7 +35,29 @@ struct Loop {
         void *post_userdata;
         LoopSource *dead;
         LoopSource *sources;
+        /* Callbacks posted by other threads (loop_post), run on the loop thread. */
+        pthread_mutex_t post_lock;
+        Deferred *posted;
+        size_t n_posted, cap_posted;
+        int post_fd; /* eventfd, readable while something is posted */
+        LoopSource *post_src;
 };
+
+static void on_posted(LoopSource *s, int fd, uint32_t events, void *userdata)
+{
+        Loop *l = userdata;
+        uint64_t v;
+        (void)!read(fd, &v, sizeof(v));
+        pthread_mutex_lock(&l->post_lock);
+        Deferred *list = l->posted;
+        size_t n = l->n_posted;
+        l->posted = NULL;
+        l->n_posted = l->cap_posted = 0;
+        pthread_mutex_unlock(&l->post_lock);
+        for (size_t i = 0; i < n; i++)
+                list[i].fn(list[i].userdata);
+        free(list);
+}
 
 int loop_new(Loop **ret)
 {
@@ -43,6 +67,19 @@ int loop_new(Loop **ret)
         l->epfd = epoll_create1(EPOLL_CLOEXEC);
         if (l->epfd < 0)
                 return -errno;
+        l->post_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (l->post_fd < 0) {
+                int r = -errno;
+                close(l->epfd);
+                return r;
+        }
+        pthread_mutex_init(&l->post_lock, NULL);
+        int r = loop_add(l, l->post_fd, EPOLLIN, on_posted, l, &l->post_src);
+        if (r < 0) {
+                close(l->post_fd);
+                close(l->epfd);
+                return r;
+        }
         *ret = TAKE_PTR(l);
         return 0;
 }
@@ -73,7 +110,10 @@ Loop *loop_free(Loop *l)
                 free(s);
         }
         close(l->epfd);
+        close(l->post_fd);
         free(l->deferred);
+        free(l->posted); /* callbacks posted after the loop stopped are dropped */
+        pthread_mutex_destroy(&l->post_lock);
         free(l);
         return NULL;
 }
@@ -129,6 +169,30 @@ int loop_defer(Loop *l, void (*fn)(void *userdata), void *userdata)
         }
         l->deferred[l->n_deferred++] = (Deferred){fn, userdata};
         return 0;
+}
+
+int loop_post(Loop *l, void (*fn)(void *userdata), void *userdata)
+{
+        int r = 0;
+        pthread_mutex_lock(&l->post_lock);
+        if (l->n_posted == l->cap_posted) {
+                size_t cap = l->cap_posted ? l->cap_posted * 2 : 16;
+                Deferred *d = realloc(l->posted, cap * sizeof(*d));
+                if (!d)
+                        r = -ENOMEM;
+                else {
+                        l->posted = d;
+                        l->cap_posted = cap;
+                }
+        }
+        if (r == 0)
+                l->posted[l->n_posted++] = (Deferred){fn, userdata};
+        pthread_mutex_unlock(&l->post_lock);
+        if (r == 0) {
+                uint64_t one = 1;
+                (void)!write(l->post_fd, &one, sizeof(one));
+        }
+        return r;
 }
 
 void loop_set_post(Loop *l, void (*fn)(void *userdata), void *userdata)

@@ -24,6 +24,9 @@ void loop_remove(LoopSource *s);
 /* Runs fn(userdata) after the current dispatch round (or the next one), outside any
  * handler.  Returns 0 or -ENOMEM. */
 int loop_defer(Loop *l, void (*fn)(void *userdata), void *userdata);
+/* Thread-safe: runs fn(userdata) on the loop thread, during its next round.  The only loop
+ * function other threads may call.  Returns 0 or -ENOMEM. */
+int loop_post(Loop *l, void (*fn)(void *userdata), void *userdata);
 /* Sets the hook run after every round, after the deferred callbacks (the daemon commits its
  * write batch there). */
 void loop_set_post(Loop *l, void (*fn)(void *userdata), void *userdata);

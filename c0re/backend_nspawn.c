@@ -1,0 +1,2 @@
+#include "backend.h"
+const BackendOps backend_nspawn_ops = {.name = "nspawn"};

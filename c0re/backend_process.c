@@ -1,0 +1,2 @@
+#include "backend.h"
+const BackendOps backend_process_ops = {.name = "process"};
