@@ -11,6 +11,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "actions.h"
 #include "agent_server.h"
 #include "broker.h"
 #include "cleanup.h"
@@ -248,7 +249,7 @@ int agent_server_resolve_to(Daemon *d, DispatchCtx *ctx, const char *from, const
                                      "cannot send a message to yourself (use wake to put one in "
                                      "your own inbox)");
         if (strcmp(to, OPERATOR_NAME) != 0 && strcmp(to, MANAGER_NAME) != 0) {
-                if (!host_verbs_name_valid(to))
+                if (!actions_name_valid(to))
                         return dispatch_fail(ctx, -EINVAL,
                                              "unknown recipient \"%.64s\": send to an agent's "
                                              "name, \"manager\", \"operator\" or \"*\"",
@@ -866,7 +867,7 @@ int agent_server_new(Daemon *d, AgentServer **ret)
         if (r < 0)
                 goto fail;
         for (char **n = names; *n; n++) {
-                if (!host_verbs_name_valid(*n) || host_verbs_name_reserved(*n)) {
+                if (!actions_name_valid(*n) || actions_name_reserved(*n)) {
                         log_warning("the registry holds an agent named \"%s\", which is not a "
                                     "valid agent name; it gets no socket",
                                     *n);

@@ -13,6 +13,8 @@ const char *const backend_names[] = {"nixos-container", "nspawn", "process", NUL
 
 static bool on_path(const char *prog)
 {
+        if (strchr(prog, '/'))
+                return access(prog, X_OK) == 0;
         const char *path = getenv("PATH");
         if (!path || !*path)
                 path = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
@@ -29,13 +31,13 @@ static bool on_path(const char *prog)
         return false;
 }
 
-bool backend_available(const char *name, const char **ret_reason)
+bool backend_available(const HiveConfig *cfg, const char *name, const char **ret_reason)
 {
         const char *why = "unknown backend";
         bool ok = false;
         if (strcmp(name, "nixos-container") == 0) {
-                ok = on_path("nixos-container");
-                why = ok ? "nixos-container is on PATH" : "nixos-container is not on PATH";
+                ok = on_path(cfg->nixos_container);
+                why = ok ? "nixos-container is installed" : "nixos-container is not installed";
         } else if (strcmp(name, "nspawn") == 0) {
                 bool root = geteuid() == 0;
                 bool bin = on_path("systemd-nspawn");
@@ -53,13 +55,15 @@ bool backend_available(const char *name, const char **ret_reason)
         return ok;
 }
 
-int backend_pick(const char *choice, bool dev, const char **ret_name, const char **ret_reason)
+int backend_pick(const HiveConfig *cfg, const char **ret_name, const char **ret_reason)
 {
+        const char *choice = cfg->backend;
+        bool dev = cfg->dev;
         if (strcmp(choice, "auto") != 0) {
                 for (const char *const *n = backend_names; *n; n++)
                         if (strcmp(*n, choice) == 0) {
                                 const char *why;
-                                bool ok = backend_available(*n, &why);
+                                bool ok = backend_available(cfg, *n, &why);
                                 *ret_name = *n;
                                 *ret_reason = why;
                                 return ok ? 0 : -ENODEV;
@@ -70,7 +74,7 @@ int backend_pick(const char *choice, bool dev, const char **ret_name, const char
         /* --dev never picks nixos-container: a newcomer's machine is not a NixOS host. */
         for (const char *const *n = dev ? backend_names + 1 : backend_names; *n; n++) {
                 const char *why;
-                if (backend_available(*n, &why)) {
+                if (backend_available(cfg, *n, &why)) {
                         *ret_name = *n;
                         *ret_reason = why;
                         return 0;
@@ -180,8 +184,8 @@ static char *find_harness(const char *prog)
         return NULL;
 }
 
-int backend_payload_argv(const Backend *b, const BackendAgent *a, char ***ret_argv,
-                         char **ret_dir, char **ret_error)
+int backend_payload_argv(const Backend *b, const BackendAgent *a, char ***ret_argv, char **ret_dir,
+                         char **ret_error)
 {
         _cleanup_strv_free_ char **argv = calloc(4, sizeof(char *));
         if (!argv)
@@ -230,8 +234,7 @@ static int env_add(char **env, size_t *n, const char *key, const char *value)
         return 0;
 }
 
-int backend_payload_env(const Backend *b, const BackendAgent *a, bool in_container,
-                        char ***ret_env)
+int backend_payload_env(const Backend *b, const BackendAgent *a, bool in_container, char ***ret_env)
 {
         _cleanup_strv_free_ char **env = calloc(16, sizeof(char *));
         if (!env)

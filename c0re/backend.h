@@ -106,12 +106,13 @@ int backend_new(const char *name, const HiveConfig *cfg, BackendExitFn on_exit, 
 Backend *backend_free(Backend *b);
 
 /* Whether backend name can run here.  *ret_reason (static string) says why or why not. */
-bool backend_available(const char *name, const char **ret_reason);
+bool backend_available(const HiveConfig *cfg, const char *name, const char **ret_reason);
 
-/* Resolves the --backend choice ("auto" or a name) for this machine.  Returns 0 and the
+/* Resolves cfg's --backend choice ("auto" or a name) for this machine (--dev never picks
+ * nixos-container).  Returns 0 and the
  * chosen name (static) with the reason for the choice, or -ENODEV when an explicitly named
  * backend cannot run here (with the reason). */
-int backend_pick(const char *choice, bool dev, const char **ret_name, const char **ret_reason);
+int backend_pick(const HiveConfig *cfg, const char **ret_name, const char **ret_reason);
 
 /* NULL-terminated list of every backend name, best first. */
 extern const char *const backend_names[];
@@ -121,8 +122,8 @@ extern const char *const backend_names[];
  * up next to the running hive-c0re, in ../ag3nt/ beside it (the build tree), then on PATH.
  * *ret_dir is the harness's directory (NULL with --agent-command).  -ENOEXEC with a
  * sentence in *ret_error when the harness is nowhere. */
-int backend_payload_argv(const Backend *b, const BackendAgent *a, char ***ret_argv,
-                         char **ret_dir, char **ret_error);
+int backend_payload_argv(const Backend *b, const BackendAgent *a, char ***ret_argv, char **ret_dir,
+                         char **ret_error);
 /* The payload environment: the daemon's PATH, LANG, TERM, plus HIVE_LABEL, HIVE_SOCKET,
  * HIVE_PORT, HIVE_STATE_DIR (container paths for nspawn: /run/hive/mcp.sock and /state;
  * host paths for process).  NULL-terminated, malloc'ed. */

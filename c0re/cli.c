@@ -13,6 +13,7 @@
 #include "daemon.h"
 #include "hive-config.h"
 #include "proto.h"
+#include "timeutil.h"
 
 #define DEFAULT_SOCKET "/run/hyperhive/host.sock"
 #define DEV_SOCKET     "./.hive/run/host.sock"
@@ -21,7 +22,22 @@ typedef struct CliCtx {
         const char *socket;
         bool json;
         int timeout_ms;
+        bool timeout_set; /* --timeout given */
+        bool all, graceful, purge;
+        const char *parent;
 } CliCtx;
+
+/* Options a verb accepts after its name (besides --json, --dev, --socket). */
+enum {
+        CLI_OPT_ALL = 1u << 0,      /* --all */
+        CLI_OPT_GRACEFUL = 1u << 1, /* --graceful */
+        CLI_OPT_PURGE = 1u << 2,    /* --purge */
+        CLI_OPT_PARENT = 1u << 3,   /* --parent NAME */
+        CLI_SLOW = 1u << 8,         /* answers when a container operation ends: long timeout */
+};
+
+/* Default wait for verbs that run container operations (builds can take long). */
+#define CLI_SLOW_TIMEOUT_MS (3600 * 1000)
 
 typedef struct CliVerb {
         const char *name;
@@ -29,6 +45,7 @@ typedef struct CliVerb {
         const char *args;
         const char *help;
         int (*run)(CliCtx *ctx, int argc, char **argv);
+        unsigned flags;
 } CliVerb;
 
 static int cli_help(CliCtx *ctx, int argc, char **argv);
@@ -196,7 +213,19 @@ static int print_status(json_t *resp)
 
 static int cli_status(CliCtx *ctx, int argc, char **argv)
 {
-        return cli_simple(ctx, "agent_status", print_status);
+        int ex = cli_simple(ctx, "agent_status", print_status);
+        if (ex != CLI_EXIT_OK || ctx->json)
+                return ex;
+        /* Say so when the agents run without isolation (the process backend). */
+        _cleanup_json_ json_t *req = json_pack("{s:s}", "cmd", "version");
+        _cleanup_json_ json_t *resp = NULL;
+        if (req && client_request(ctx->socket, req, ctx->timeout_ms, &resp) == 0 &&
+            json_is_false(json_object_get(resp, "isolated")))
+                fprintf(stderr,
+                        "note: backend %s: agents run as plain processes, without isolation "
+                        "(development only)\n",
+                        json_string_value(json_object_get(resp, "backend")));
+        return ex;
 }
 
 static int print_urls(json_t *resp)
@@ -232,9 +261,10 @@ static int print_version(json_t *resp)
 {
         const char *dv = json_string_value(json_object_get(resp, "daemon_version"));
         const char *be = json_string_value(json_object_get(resp, "backend"));
-        printf("daemon: hive-c0re %s, protocol %lld, backend %s\n", dv ? dv : "?",
+        printf("daemon: hive-c0re %s, protocol %lld, backend %s%s\n", dv ? dv : "?",
                (long long)json_integer_value(json_object_get(resp, "protocol_version")),
-               be ? be : "?");
+               be ? be : "?",
+               json_is_false(json_object_get(resp, "isolated")) ? " (no isolation)" : "");
         json_t *a = json_object_get(resp, "backends");
         printf("available backends:");
         size_t i;
@@ -442,6 +472,146 @@ static int cli_reminders(CliCtx *ctx, int argc, char **argv)
         return cli_simple(ctx, "reminders", print_reminders);
 }
 
+/* Sends a lifecycle request, telling the operator what it waits for. */
+static int cli_lifecycle(CliCtx *ctx, json_t *req, const char *doing, const char *done)
+{
+        if (!ctx->json)
+                fprintf(stderr, "%s...\n", doing);
+        _cleanup_json_ json_t *resp = NULL;
+        int ex = cli_call(ctx, req, &resp);
+        if (ex == CLI_EXIT_OK && !ctx->json)
+                printf("%s\n", done);
+        return ex;
+}
+
+/* "a1 b2" from argv[1..]. */
+static char *join_args(int argc, char **argv)
+{
+        size_t len = 1;
+        for (int i = 1; i < argc; i++)
+                len += strlen(argv[i]) + 1;
+        char *s = calloc(1, len);
+        for (int i = 1; s && i < argc; i++) {
+                if (i > 1)
+                        strcat(s, " ");
+                strcat(s, argv[i]);
+        }
+        return s;
+}
+
+static int cli_spawn(CliCtx *ctx, int argc, char **argv)
+{
+        _cleanup_json_ json_t *req = json_pack("{s:s, s:s}", "cmd", "spawn", "name", argv[1]);
+        if (req && ctx->parent)
+                json_object_set_new(req, "parent", json_string(ctx->parent));
+        char doing[128], done[128];
+        snprintf(doing, sizeof(doing), "spawning %s", argv[1]);
+        snprintf(done, sizeof(done), "spawned %s", argv[1]);
+        return cli_lifecycle(ctx, req, doing, done);
+}
+
+/* start/stop: names, or --all for the whole hive (never an empty scope by accident). */
+static int cli_scoped(CliCtx *ctx, int argc, char **argv, const char *cmd, const char *ing,
+                      const char *ed)
+{
+        if (ctx->all == (argc > 1)) {
+                fprintf(stderr,
+                        "hive-c0re: %s needs agent names, or --all for the whole hive (not "
+                        "both)\n",
+                        cmd);
+                return CLI_EXIT_USAGE;
+        }
+        json_t *names = json_array();
+        for (int i = 1; names && i < argc; i++)
+                json_array_append_new(names, json_string(argv[i]));
+        _cleanup_json_ json_t *req =
+                json_pack("{s:s, s:{s:o}}", "cmd", cmd, "scope", "agent_names", names);
+        if (req && ctx->graceful)
+                json_object_set_new(req, "graceful", json_true());
+        _cleanup_free_ char *who = ctx->all ? strdup("the whole hive") : join_args(argc, argv);
+        char doing[256], done[256];
+        snprintf(doing, sizeof(doing), "%s %s", ing, who ? who : "");
+        snprintf(done, sizeof(done), "%s %s", ed, who ? who : "");
+        return cli_lifecycle(ctx, req, doing, done);
+}
+
+static int cli_start(CliCtx *ctx, int argc, char **argv)
+{
+        return cli_scoped(ctx, argc, argv, "start", "starting", "started");
+}
+
+static int cli_stop(CliCtx *ctx, int argc, char **argv)
+{
+        return cli_scoped(ctx, argc, argv, "stop", "stopping", "stopped");
+}
+
+/* A verb whose request is {cmd, name}. */
+static int cli_named(CliCtx *ctx, const char *cmd, const char *name, const char *ing,
+                     const char *ed)
+{
+        _cleanup_json_ json_t *req = json_pack("{s:s, s:s}", "cmd", cmd, "name", name);
+        if (req && ctx->purge)
+                json_object_set_new(req, "purge", json_true());
+        char doing[128], done[128];
+        snprintf(doing, sizeof(doing), "%s %s", ing, name);
+        snprintf(done, sizeof(done), "%s %s", ed, name);
+        return cli_lifecycle(ctx, req, doing, done);
+}
+
+static int cli_kill(CliCtx *ctx, int argc, char **argv)
+{
+        return cli_named(ctx, "kill", argv[1], "stopping", "stopped");
+}
+
+static int cli_restart(CliCtx *ctx, int argc, char **argv)
+{
+        return cli_named(ctx, "restart", argv[1], "restarting", "restarted");
+}
+
+static int cli_destroy(CliCtx *ctx, int argc, char **argv)
+{
+        if (ctx->purge)
+                return cli_named(ctx, "destroy", argv[1], "destroying", "destroyed and purged");
+        _cleanup_free_ char *done = NULL;
+        if (asprintf(&done,
+                     "destroyed %s (its state is kept; `hive-c0re purge-tombstone %s` "
+                     "deletes it)",
+                     argv[1], argv[1]) < 0)
+                return CLI_EXIT_UNREACHABLE;
+        _cleanup_json_ json_t *req = json_pack("{s:s, s:s}", "cmd", "destroy", "name", argv[1]);
+        char doing[128];
+        snprintf(doing, sizeof(doing), "destroying %s", argv[1]);
+        return cli_lifecycle(ctx, req, doing, done);
+}
+
+static int cli_purge_tombstone(CliCtx *ctx, int argc, char **argv)
+{
+        return cli_named(ctx, "purge_tombstone", argv[1], "purging the kept state of",
+                         "purged the kept state of");
+}
+
+static int print_operations(json_t *resp)
+{
+        json_t *a = json_object_get(resp, "operations");
+        if (json_array_size(a) == 0)
+                fprintf(stderr, "no container operations in flight\n");
+        size_t i;
+        json_t *o;
+        json_array_foreach(a, i, o)
+        {
+                char ts[TIMEUTIL_RFC3339_MAX];
+                timeutil_rfc3339(json_integer_value(json_object_get(o, "since")), ts);
+                printf("%-10s %-12s since %s\n", json_string_value(json_object_get(o, "name")),
+                       json_string_value(json_object_get(o, "op")), ts);
+        }
+        return CLI_EXIT_OK;
+}
+
+static int cli_operations(CliCtx *ctx, int argc, char **argv)
+{
+        return cli_simple(ctx, "operations", print_operations);
+}
+
 static int cli_serve(CliCtx *ctx, int argc, char **argv)
 {
         HiveConfig cfg;
@@ -480,6 +650,19 @@ static const CliVerb verbs[] = {
         {"questions", 0, 0, "", "show open questions", cli_questions},
         {"answer", 2, 2, "ID ANSWER", "answer a question as the operator", cli_answer},
         {"reminders", 0, 0, "", "show pending reminders", cli_reminders},
+        {"spawn", 1, 1, "NAME [--parent P]", "create and start a new agent", cli_spawn,
+         CLI_OPT_PARENT | CLI_SLOW},
+        {"start", 0, -1, "NAME...|--all", "start agents' containers", cli_start,
+         CLI_OPT_ALL | CLI_SLOW},
+        {"stop", 0, -1, "NAME...|--all [--graceful]", "stop agents' containers", cli_stop,
+         CLI_OPT_ALL | CLI_OPT_GRACEFUL | CLI_SLOW},
+        {"kill", 1, 1, "NAME", "stop one agent's container (graceful)", cli_kill, CLI_SLOW},
+        {"restart", 1, 1, "NAME", "stop and start one agent's container", cli_restart, CLI_SLOW},
+        {"destroy", 1, 1, "NAME [--purge]", "remove an agent (state kept unless --purge)",
+         cli_destroy, CLI_OPT_PURGE | CLI_SLOW},
+        {"purge-tombstone", 1, 1, "NAME", "delete the state a destroyed agent left",
+         cli_purge_tombstone, CLI_SLOW},
+        {"operations", 0, 0, "", "show container operations in flight", cli_operations},
         {"help", 0, 1, "[VERB]", "show this help, or one verb's", cli_help},
 };
 
@@ -505,7 +688,8 @@ static void usage(FILE *f)
                    "else " DEV_SOCKET " with --dev, else " DEFAULT_SOCKET ")\n"
                    "  --json                 print the daemon's raw JSON answer\n"
                    "  --dev                  talk to the development daemon in ./.hive\n"
-                   "  --timeout SECONDS      how long to wait for an answer (default 30)\n"
+                   "  --timeout SECONDS      how long to wait for an answer (default 30; an "
+                   "hour for verbs that run container operations)\n"
                    "\nExit codes: 0 ok, 1 refused by the daemon, 2 usage, 3 daemon not running, "
                    "4 permission denied, 5 protocol error.\n");
 }
@@ -568,6 +752,7 @@ int cli_main(int argc, char **argv)
                                         return CLI_EXIT_USAGE;
                                 }
                                 ctx.timeout_ms = (int)t * 1000;
+                                ctx.timeout_set = true;
                         }
                 } else {
                         fprintf(stderr, "hive-c0re: unknown option %s (see hive-c0re --help)\n", a);
@@ -596,7 +781,21 @@ int cli_main(int argc, char **argv)
                                 dev = true;
                         else if (strcmp(vargv[k], "--socket") == 0 && k + 1 < vargc)
                                 socket = vargv[++k];
-                        else if (vargv[k][0] == '-' && vargv[k][1]) {
+                        else if ((v->flags & CLI_OPT_ALL) && strcmp(vargv[k], "--all") == 0)
+                                ctx.all = true;
+                        else if ((v->flags & CLI_OPT_GRACEFUL) &&
+                                 strcmp(vargv[k], "--graceful") == 0)
+                                ctx.graceful = true;
+                        else if ((v->flags & CLI_OPT_PURGE) && strcmp(vargv[k], "--purge") == 0)
+                                ctx.purge = true;
+                        else if ((v->flags & CLI_OPT_PARENT) && strcmp(vargv[k], "--parent") == 0) {
+                                if (k + 1 >= vargc) {
+                                        fprintf(stderr, "hive-c0re %s: --parent needs a name\n",
+                                                v->name);
+                                        return CLI_EXIT_USAGE;
+                                }
+                                ctx.parent = vargv[++k];
+                        } else if (vargv[k][0] == '-' && vargv[k][1]) {
                                 fprintf(stderr, "hive-c0re %s: unknown option %s\n", v->name,
                                         vargv[k]);
                                 return CLI_EXIT_USAGE;
@@ -616,5 +815,7 @@ int cli_main(int argc, char **argv)
         if (!socket || !*socket)
                 socket = dev ? DEV_SOCKET : DEFAULT_SOCKET;
         ctx.socket = socket;
+        if ((v->flags & CLI_SLOW) && !ctx.timeout_set)
+                ctx.timeout_ms = CLI_SLOW_TIMEOUT_MS;
         return v->run(&ctx, vargc, vargv);
 }

@@ -73,13 +73,15 @@ static const OptSpec options[] = {
         {O("nixos-container", OPT_STRING, nixos_container), .def = "nixos-container",
          .metavar = "PROGRAM", .doc = "the nixos-container program the backend of that name runs"},
         {O("op-timeout", OPT_INT, op_timeout), .def = "300", .min = 1, .max = 86400,
-         .metavar = "SECONDS", .doc = "longest one container operation (create, start, ...) may take"},
+         .metavar = "SECONDS",
+         .doc = "longest one container operation (create, start, ...) may take"},
         {O("stop-grace", OPT_INT, stop_grace), .def = "10", .min = 0, .max = 3600,
          .metavar = "SECONDS",
          .doc = "on stop, how long a container has after SIGTERM before it is killed"},
         {O("crash-interval", OPT_INT, crash_interval), .def = "10", .min = 1, .max = 3600,
-         .metavar = "SECONDS", .doc = "how often the crash watcher compares containers with "
-                                      "what the daemon expects"},
+         .metavar = "SECONDS",
+         .doc = "how often the crash watcher compares containers with "
+                "what the daemon expects"},
         {O("check-config", OPT_FLAG, check_config),
          .doc = "print the resolved configuration, check it, and exit"},
 };
@@ -228,6 +230,12 @@ int config_finalize(HiveConfig *c)
                         "hive-c0re: the socket path %s is %zu bytes, over the 107 a unix socket "
                         "allows; choose a shorter --run-dir\n",
                         sock, strlen(sock));
+                return -EINVAL;
+        }
+
+        if (c->agent_command && !c->agent_command[strspn(c->agent_command, " \t")]) {
+                fprintf(stderr, "hive-c0re: --agent-command is empty; give a command, or leave "
+                                "the option out to run the harness\n");
                 return -EINVAL;
         }
 

@@ -22,10 +22,10 @@ typedef struct HiveConfig {
         int64_t idle_timeout;
         int64_t lease_seconds;
         bool no_manager;
-        char *agent_command;   /* NULL = the harness (hive-ag3nt / hive-m1nd serve) */
-        char *nixos_container; /* the nixos-container program */
-        int64_t op_timeout;    /* seconds one nixos-container call may take */
-        int64_t stop_grace;    /* seconds between SIGTERM and SIGKILL on stop */
+        char *agent_command;    /* NULL = the harness (hive-ag3nt / hive-m1nd serve) */
+        char *nixos_container;  /* the nixos-container program */
+        int64_t op_timeout;     /* seconds one nixos-container call may take */
+        int64_t stop_grace;     /* seconds between SIGTERM and SIGKILL on stop */
         int64_t crash_interval; /* seconds between crash-watch sweeps */
 } HiveConfig;
 

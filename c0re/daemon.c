@@ -17,11 +17,13 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "actions.h"
 #include "agent_server.h"
 #include "backend.h"
 #include "broker.h"
 #include "cleanup.h"
 #include "client.h"
+#include "crash_watch.h"
 #include "daemon.h"
 #include "events.h"
 #include "fsutil.h"
@@ -29,8 +31,10 @@
 #include "host_verbs.h"
 #include "log.h"
 #include "scheduler.h"
+#include "worker.h"
 
-#define ADMIN_GROUP "hive-admin"
+#define ADMIN_GROUP       "hive-admin"
+#define OPERATION_WORKERS 4
 
 static bool host_peer_allowed(uid_t uid, gid_t gid, void *userdata)
 {
@@ -174,6 +178,13 @@ static void on_scheduler(LoopSource *s, int fd, uint32_t events, void *userdata)
         }
 }
 
+/* A supervised child exited (called on the backend's thread). */
+static void on_container_exit(void *userdata, const char *name)
+{
+        Daemon *d = userdata;
+        crash_watch_kick(d->crash_watch, name);
+}
+
 static void on_signal(LoopSource *s, int fd, uint32_t events, void *userdata)
 {
         Daemon *d = userdata;
@@ -239,7 +250,7 @@ static int clear_socket_path(const char *path)
 static int daemon_start(Daemon *d)
 {
         HiveConfig *c = d->cfg;
-        int r = backend_pick(c->backend, c->dev, &d->backend, &d->backend_reason);
+        int r = backend_pick(c, &d->backend, &d->backend_reason);
         if (r < 0)
                 return log_error_errno(r, "backend %s cannot run here: %s", c->backend,
                                        d->backend_reason);
@@ -308,6 +319,19 @@ static int daemon_start(Daemon *d)
                 return log_error_errno(r, "cannot create the agent sockets: %m");
         loop_set_post(d->loop, daemon_commit, d);
 
+        r = worker_new(d->loop, OPERATION_WORKERS, &d->worker);
+        if (r < 0)
+                return log_error_errno(r, "cannot start the operations workers: %m");
+        r = crash_watch_start(d, (unsigned)c->crash_interval, &d->crash_watch);
+        if (r < 0)
+                return log_error_errno(r, "cannot start the crash watcher: %m");
+        r = backend_new(d->backend, c, on_container_exit, d, &d->containers);
+        if (r < 0)
+                return log_error_errno(r, "cannot set up the %s backend: %m", d->backend);
+        r = actions_new(d, &d->actions);
+        if (r < 0)
+                return r;
+
         r = scheduler_start(db, &d->scheduler, &d->scheduler_fd);
         if (r < 0)
                 return log_error_errno(r, "cannot start the scheduler thread: %m");
@@ -335,11 +359,21 @@ static int daemon_start(Daemon *d)
 
         log_info("hive-c0re %s serving %s (state %s%s)", HIVE_VERSION, sock, c->state_dir,
                  c->dev ? ", development mode" : "");
-        return 0;
+        if (!d->containers->ops->isolated)
+                log_warning("the %s backend does not isolate agents: they run as plain processes "
+                            "of this user (development only)",
+                            d->backend);
+        return actions_boot(d->actions);
 }
 
 static void daemon_stop(Daemon *d)
 {
+        d->crash_watch = crash_watch_stop(d->crash_watch);
+        if (d->actions)
+                actions_shutdown(d->actions);
+        d->worker = worker_free(d->worker);
+        d->actions = actions_free(d->actions);
+        d->containers = backend_free(d->containers);
         d->scheduler = scheduler_stop(d->scheduler);
         loop_remove(d->scheduler_src);
         if (d->scheduler_fd >= 0)

@@ -15,6 +15,10 @@
 typedef struct AgentServer AgentServer;
 typedef struct Scheduler Scheduler;
 typedef struct Events Events;
+typedef struct Actions Actions;
+typedef struct Backend Backend;
+typedef struct CrashWatch CrashWatch;
+typedef struct Worker Worker;
 
 typedef struct Daemon {
         HiveConfig *cfg;
@@ -31,6 +35,10 @@ typedef struct Daemon {
         int wal_kick_frames;  /* WAL length when the scheduler was last asked to checkpoint */
         int64_t lease_ms;    /* how long a recv'd message stays leased before it is offered again */
         const char *backend; /* the chosen backend's name */
+        Backend *containers; /* the chosen backend */
+        Worker *worker;      /* operations workers */
+        Actions *actions;
+        CrashWatch *crash_watch;
         const char *backend_reason; /* why it was chosen */
         gid_t admin_gid;            /* hive-admin, or (gid_t)-1 when the group does not exist */
         int lock_fd;

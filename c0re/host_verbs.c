@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "actions.h"
 #include "agent_server.h"
 #include "backend.h"
 #include "broker.h"
@@ -17,37 +18,13 @@
 #include "container_view.h"
 #include "events.h"
 #include "daemon.h"
+#include "errors.h"
 #include "hive-config.h"
 #include "host_verbs.h"
 #include "log.h"
 #include "proto.h"
 #include "questions.h"
 #include "reminders.h"
-
-static const char *const reserved_names[] = {"manager", "operator", "hive", "reminder",
-                                             "hm1nd",   "self",     NULL};
-
-bool host_verbs_name_reserved(const char *name)
-{
-        for (const char *const *r = reserved_names; *r; r++)
-                if (strcmp(*r, name) == 0)
-                        return true;
-        return false;
-}
-
-bool host_verbs_name_valid(const char *name)
-{
-        size_t n = strlen(name);
-        if (n < 1 || n > 9)
-                return false;
-        for (size_t i = 0; i < n; i++) {
-                char c = name[i];
-                bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-                if (!alnum && !(c == '-' && i > 0 && i < n - 1))
-                        return false;
-        }
-        return true;
-}
 
 static int store_failure(DispatchCtx *ctx, int r, const char *what)
 {
@@ -178,76 +155,213 @@ static int verb_version(DispatchCtx *ctx, json_t *req, json_t *resp)
         if (!avail)
                 return -ENOMEM;
         for (const char *const *n = backend_names; *n; n++)
-                if (backend_available(*n, NULL))
+                if (backend_available(d->cfg, *n, NULL))
                         json_array_append_new(avail, json_string(*n));
         if (json_object_set_new(resp, "daemon_version", json_string(HIVE_VERSION)) < 0 ||
             json_object_set_new(resp, "protocol_version", json_integer(HIVE_PROTOCOL_VERSION)) <
                     0 ||
             json_object_set_new(resp, "backend", json_string(d->backend)) < 0 ||
+            json_object_set_new(resp, "isolated",
+                                json_boolean(d->containers && d->containers->ops->isolated)) < 0 ||
             json_object_set_new(resp, "backends", avail) < 0)
                 return -ENOMEM;
         return 0;
 }
 
-/* Writes or removes <state>/agents/<n>/state/hyperhive-paused, the marker the harness reads. */
-static int paused_marker_set(Daemon *d, const char *name, bool paused)
+/* ---- container lifecycle: answered when the operation finished ---- */
+
+/* A parked host.sock request waiting for an action.  Two references: the action's done
+ * callback and the connection's drop callback (which clears sc when the client left). */
+typedef struct Waiter {
+        ServerConn *sc;
+        unsigned refs;
+} Waiter;
+
+static void waiter_unref(Waiter *w)
 {
-        _cleanup_free_ char *dir = NULL, *marker = NULL;
-        if (asprintf(&dir, "%s/agents/%s/state", d->cfg->state_dir, name) < 0 ||
-            asprintf(&marker, "%s/hyperhive-paused", dir) < 0)
+        if (--w->refs == 0)
+                free(w);
+}
+
+static void waiter_dropped(void *data, bool dropped)
+{
+        Waiter *w = data;
+        w->sc = NULL;
+        waiter_unref(w);
+}
+
+static void waiter_done(void *userdata, int r, const char *error)
+{
+        Waiter *w = userdata;
+        if (w->sc) {
+                json_t *resp =
+                        r < 0 ? proto_error_new(error ? error : strerror(-r), hive_errno_name(r))
+                              : proto_response_new();
+                ServerConn *sc = w->sc;
+                w->sc = NULL;
+                server_conn_reply(sc, resp);
+        }
+        waiter_unref(w);
+}
+
+static Waiter *waiter_new(DispatchCtx *ctx)
+{
+        Waiter *w = calloc(1, sizeof(*w));
+        if (!w)
+                return NULL;
+        w->sc = ctx->origin;
+        w->refs = 2;
+        server_conn_on_drop(w->sc, waiter_dropped, w);
+        return w;
+}
+
+/* Finishes a handler that started an action: parked, or the refusal with its sentence. */
+static int action_started(DispatchCtx *ctx, Waiter *w, int r, char *error)
+{
+        _cleanup_free_ char *e = error;
+        if (r >= 0)
+                return DISPATCH_PARKED;
+        /* Refused before anything happened: answer now; the drop callback frees w. */
+        waiter_unref(w);
+        return dispatch_fail(ctx, r, "%s", e ? e : strerror(-r));
+}
+
+#define WAITER_OR_FAIL(ctx, w)                                                                     \
+        Waiter *w = waiter_new(ctx);                                                               \
+        if (!w)                                                                                    \
                 return -ENOMEM;
-        if (!paused)
-                return unlink(marker) < 0 && errno != ENOENT ? -errno : 0;
-        _cleanup_free_ char *agent_dir = strndup(dir, strlen(dir) - strlen("/state"));
-        _cleanup_free_ char *agents_dir = NULL;
-        if (!agent_dir || asprintf(&agents_dir, "%s/agents", d->cfg->state_dir) < 0)
+
+static const char *req_name(json_t *req)
+{
+        return json_string_value(json_object_get(req, "name"));
+}
+
+static int verb_spawn(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        WAITER_OR_FAIL(ctx, w);
+        char *err = NULL;
+        int r = actions_spawn(d->actions, req_name(req),
+                              json_string_value(json_object_get(req, "parent")), waiter_done, w,
+                              &err);
+        return action_started(ctx, w, r, err);
+}
+
+/* The scope of start/stop: {agent_names: [...]} or, all flags false and no names, the whole
+ * hive.  *ret_names NULL means everything. */
+static int scope_names(DispatchCtx *ctx, json_t *req, char ***ret_names)
+{
+        json_t *scope = json_object_get(req, "scope");
+        json_t *names = json_object_get(scope, "agent_names");
+        if (names && !json_is_array(names))
+                return dispatch_fail(ctx, -EINVAL, "scope.agent_names must be a list of names");
+        *ret_names = NULL;
+        size_t n = json_array_size(names);
+        if (n == 0) {
+                /* hyperhive's class flags: we only have agents (the manager included) */
+                return 0;
+        }
+        char **v = calloc(n + 1, sizeof(char *));
+        if (!v)
                 return -ENOMEM;
-        const char *dirs[] = {agents_dir, agent_dir, dir};
-        for (size_t i = 0; i < ELEMENTSOF(dirs); i++)
-                if (mkdir(dirs[i], 0700) < 0 && errno != EEXIST)
-                        return -errno;
-        _cleanup_close_ int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-        if (fd < 0)
-                return -errno;
+        for (size_t i = 0; i < n; i++) {
+                const char *name = json_string_value(json_array_get(names, i));
+                if (!name) {
+                        strv_free(v);
+                        return dispatch_fail(ctx, -EINVAL,
+                                             "scope.agent_names must be a list of names");
+                }
+                v[i] = strdup(name);
+                if (!v[i]) {
+                        strv_free(v);
+                        return -ENOMEM;
+                }
+        }
+        *ret_names = v;
+        return 0;
+}
+
+static int verb_start(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        _cleanup_strv_free_ char **names = NULL;
+        int r = scope_names(ctx, req, &names);
+        if (r < 0)
+                return r;
+        WAITER_OR_FAIL(ctx, w);
+        char *err = NULL;
+        r = actions_start(d->actions, names, waiter_done, w, &err);
+        return action_started(ctx, w, r, err);
+}
+
+static int verb_stop(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        _cleanup_strv_free_ char **names = NULL;
+        int r = scope_names(ctx, req, &names);
+        if (r < 0)
+                return r;
+        WAITER_OR_FAIL(ctx, w);
+        char *err = NULL;
+        r = actions_stop(d->actions, names, json_is_true(json_object_get(req, "graceful")),
+                         waiter_done, w, &err);
+        return action_started(ctx, w, r, err);
+}
+
+static int verb_kill(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        char *one[] = {(char *)req_name(req), NULL};
+        WAITER_OR_FAIL(ctx, w);
+        char *err = NULL;
+        int r = actions_stop(d->actions, one, true, waiter_done, w, &err);
+        return action_started(ctx, w, r, err);
+}
+
+static int verb_restart(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        WAITER_OR_FAIL(ctx, w);
+        char *err = NULL;
+        int r = actions_restart(d->actions, req_name(req), waiter_done, w, &err);
+        return action_started(ctx, w, r, err);
+}
+
+static int verb_destroy(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        WAITER_OR_FAIL(ctx, w);
+        char *err = NULL;
+        int r = actions_destroy(d->actions, req_name(req),
+                                json_is_true(json_object_get(req, "purge")), waiter_done, w, &err);
+        return action_started(ctx, w, r, err);
+}
+
+static int verb_purge_tombstone(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        WAITER_OR_FAIL(ctx, w);
+        char *err = NULL;
+        int r = actions_purge_tombstone(d->actions, req_name(req), waiter_done, w, &err);
+        return action_started(ctx, w, r, err);
+}
+
+static int verb_operations(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        json_t *list = actions_transients(d->actions);
+        if (!list || json_object_set_new(resp, "operations", list) < 0)
+                return -ENOMEM;
         return 0;
 }
 
 static int verb_set_paused(DispatchCtx *ctx, json_t *req, json_t *resp)
 {
         Daemon *d = ctx->userdata;
-        const char *name = json_string_value(json_object_get(req, "name"));
-        bool paused = json_is_true(json_object_get(req, "paused"));
-        if (!host_verbs_name_valid(name))
-                return dispatch_fail(ctx, -EINVAL,
-                                     "\"%.64s\" is not a valid agent name: 1 to 9 characters "
-                                     "of a-z, 0-9 and '-', not starting or ending with '-'",
-                                     name);
-        if (host_verbs_name_reserved(name))
-                return dispatch_fail(ctx, -EINVAL,
-                                     "\"%s\" is reserved (manager, operator, hive, reminder, "
-                                     "hm1nd, self) and cannot name an agent",
-                                     name);
-        AgentRecord a;
-        int r = store_agent_get(d->store, name, &a);
-        if (r == -ENOENT)
-                return dispatch_fail(ctx, r, "agent \"%s\" is not managed by this hive", name);
-        if (r < 0)
-                return store_failure(ctx, r, "looking up the agent");
-        agent_record_done(&a);
-
-        r = paused_marker_set(d, name, paused);
-        if (r < 0) {
-                log_error_errno(r, "cannot %s the pause marker of %s: %m",
-                                paused ? "write" : "remove", name);
-                return dispatch_fail(ctx, r, "cannot %s the pause marker of \"%s\": %s",
-                                     paused ? "write" : "remove", name, strerror(-r));
-        }
-        r = store_agent_set_paused(d->store, name, paused);
-        if (r < 0)
-                return store_failure(ctx, r, "recording the pause");
-        daemon_agent_changed(d, name);
-        log_info("%s %s", paused ? "paused" : "unpaused", name);
-        return 0;
+        _cleanup_free_ char *err = NULL;
+        int r = actions_set_paused(d->actions, req_name(req),
+                                   json_is_true(json_object_get(req, "paused")), &err);
+        return r < 0 ? dispatch_fail(ctx, r, "%s", err ? err : strerror(-r)) : 0;
 }
 
 static int verb_send(DispatchCtx *ctx, json_t *req, json_t *resp)
@@ -328,6 +442,29 @@ static const FieldSpec id_fields[] = {
         {NULL, 0, false},
 };
 
+static const FieldSpec name_fields[] = {
+        {"name", FT_STRING, true},
+        {NULL, 0, false},
+};
+
+static const FieldSpec spawn_fields[] = {
+        {"name", FT_STRING, true},
+        {"parent", FT_STRING, false},
+        {NULL, 0, false},
+};
+
+static const FieldSpec scope_fields[] = {
+        {"scope", FT_OBJECT, true},
+        {"graceful", FT_BOOL, false},
+        {NULL, 0, false},
+};
+
+static const FieldSpec destroy_fields[] = {
+        {"name", FT_STRING, true},
+        {"purge", FT_BOOL, false},
+        {NULL, 0, false},
+};
+
 static const FieldSpec set_paused_fields[] = {
         {"name", FT_STRING, true},
         {"paused", FT_BOOL, true},
@@ -343,6 +480,16 @@ static const VerbSpec host_verbs[] = {
         {"version", verb_version, NULL, 0, "daemon and protocol version, backends"},
         {"set_paused", verb_set_paused, set_paused_fields, 0,
          "park or un-park an agent's turn loop"},
+        {"spawn", verb_spawn, spawn_fields, 0, "create and start a new agent"},
+        {"start", verb_start, scope_fields, 0, "start containers (scope; empty = whole hive)"},
+        {"stop", verb_stop, scope_fields, 0, "stop containers (scope; empty = whole hive)"},
+        {"kill", verb_kill, name_fields, 0, "stop one container (graceful)"},
+        {"restart", verb_restart, name_fields, 0, "stop and start one container"},
+        {"destroy", verb_destroy, destroy_fields, 0,
+         "remove an agent (state kept as a tombstone unless purge)"},
+        {"purge_tombstone", verb_purge_tombstone, name_fields, 0,
+         "delete the kept state of a destroyed agent"},
+        {"operations", verb_operations, NULL, 0, "container operations in flight"},
         {"send", verb_send, agent_send_fields, 0, "send a message as the operator"},
         {"operator_inbox", verb_operator_inbox, agent_limit_fields, 0,
          "unacknowledged messages to the operator"},

@@ -1,1 +1,178 @@
-/* placeholder */
+/* Container operations over a backend, run on the operations workers. */
+#define LOG_SUBSYSTEM "lifecycle"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "fsutil.h"
+#include "lifecycle.h"
+#include "log.h"
+
+#define LOG_TAIL_LINES 20
+
+static const char *const op_names[] = {
+        [LIFECYCLE_CHECK] = "check",     [LIFECYCLE_BOOT] = "boot",
+        [LIFECYCLE_SPAWN] = "spawn",     [LIFECYCLE_START] = "start",
+        [LIFECYCLE_STOP] = "stop",       [LIFECYCLE_RESTART] = "restart",
+        [LIFECYCLE_DESTROY] = "destroy", [LIFECYCLE_PURGE] = "purge",
+};
+
+static const char *const op_transients[] = {
+        [LIFECYCLE_CHECK] = "checking",     [LIFECYCLE_BOOT] = "starting",
+        [LIFECYCLE_SPAWN] = "spawning",     [LIFECYCLE_START] = "starting",
+        [LIFECYCLE_STOP] = "stopping",      [LIFECYCLE_RESTART] = "restarting",
+        [LIFECYCLE_DESTROY] = "destroying", [LIFECYCLE_PURGE] = "purging",
+};
+
+const char *lifecycle_op_to_string(LifecycleOp op)
+{
+        return op_names[op];
+}
+
+const char *lifecycle_op_transient(LifecycleOp op)
+{
+        return op_transients[op];
+}
+
+LifecycleJob *lifecycle_job_new(LifecycleOp op, Backend *b, const HiveConfig *cfg, const char *name,
+                                bool manager, uint16_t port)
+{
+        LifecycleJob *j = calloc(1, sizeof(*j));
+        if (!j)
+                return NULL;
+        j->op = op;
+        j->backend = b;
+        j->seen = CONTAINER_GONE;
+        BackendAgent *a = &j->agent;
+        a->manager = manager;
+        a->port = port;
+        char *s = NULL;
+        bool ok =
+                (a->name = strdup(name)) &&
+                asprintf((char **)&a->machine, manager ? "%s" : "h-%s", name) >= 0 &&
+                asprintf((char **)&a->state_dir, "%s/agents/%s/state", cfg->state_dir, name) >= 0 &&
+                (manager ? asprintf(&s, "%s/manager", cfg->run_dir)
+                         : asprintf(&s, "%s/agents/%s", cfg->run_dir, name)) >= 0 &&
+                (a->sock_dir = s) &&
+                asprintf((char **)&a->log_path, "%s/agents/%s/console.log", cfg->state_dir, name) >=
+                        0 &&
+                asprintf((char **)&a->flake, "%s/meta#%s", cfg->state_dir, name) >= 0;
+        if (!ok)
+                return lifecycle_job_free(j);
+        return j;
+}
+
+LifecycleJob *lifecycle_job_free(LifecycleJob *j)
+{
+        if (!j)
+                return NULL;
+        free((char *)j->agent.name);
+        free((char *)j->agent.machine);
+        free((char *)j->agent.state_dir);
+        free((char *)j->agent.sock_dir);
+        free((char *)j->agent.log_path);
+        free((char *)j->agent.flake);
+        strv_free(j->purge_dirs);
+        free(j->error);
+        free(j->log_tail);
+        free(j);
+        return NULL;
+}
+
+/* Creates the container if the backend has none, then starts it. */
+static int ensure_started(LifecycleJob *j)
+{
+        Backend *b = j->backend;
+        ContainerState st = CONTAINER_GONE;
+        int r = b->ops->status(b, &j->agent, &st, &j->error);
+        if (r < 0)
+                return r;
+        if (st == CONTAINER_UP)
+                return 0;
+        if (st == CONTAINER_GONE) {
+                r = b->ops->create(b, &j->agent, &j->error);
+                if (r < 0)
+                        return r;
+        }
+        return b->ops->start(b, &j->agent, &j->error);
+}
+
+static int purge(LifecycleJob *j)
+{
+        for (char **d = j->purge_dirs; d && *d; d++) {
+                int r = fsutil_rm_rf(*d);
+                if (r < 0) {
+                        free(j->error);
+                        if (asprintf(&j->error, "cannot remove %s: %s", *d, strerror(-r)) < 0)
+                                j->error = NULL;
+                        return r;
+                }
+        }
+        return 0;
+}
+
+static int run_op(LifecycleJob *j)
+{
+        Backend *b = j->backend;
+        const BackendAgent *a = &j->agent;
+        int r;
+        switch (j->op) {
+        case LIFECYCLE_CHECK:
+                return 0;
+        case LIFECYCLE_BOOT:
+        case LIFECYCLE_START:
+                return ensure_started(j);
+        case LIFECYCLE_SPAWN:
+                r = b->ops->create(b, a, &j->error);
+                if (r < 0)
+                        return r;
+                r = b->ops->start(b, a, &j->error);
+                if (r < 0) {
+                        _cleanup_free_ char *ignored = NULL;
+                        int k = b->ops->destroy(b, a, &ignored);
+                        if (k < 0)
+                                log_warning("cleaning up %s after a failed start: %s", a->machine,
+                                            ignored ? ignored : strerror(-k));
+                }
+                return r;
+        case LIFECYCLE_STOP:
+                return b->ops->stop(b, a, j->grace_sec, &j->error);
+        case LIFECYCLE_RESTART:
+                r = b->ops->stop(b, a, j->grace_sec, &j->error);
+                if (r < 0)
+                        return r;
+                return ensure_started(j);
+        case LIFECYCLE_DESTROY:
+                r = b->ops->destroy(b, a, &j->error);
+                if (r < 0 || !j->purge)
+                        return r;
+                return purge(j);
+        case LIFECYCLE_PURGE:
+                return purge(j);
+        }
+        return -EINVAL;
+}
+
+void lifecycle_run(LifecycleJob *j)
+{
+        Backend *b = j->backend;
+        log_debug("%s %s", lifecycle_op_to_string(j->op), j->agent.machine);
+        j->result = run_op(j);
+        if (j->result < 0 && !j->error &&
+            asprintf(&j->error, "%s of %s failed: %s", lifecycle_op_to_string(j->op),
+                     j->agent.machine, strerror(-j->result)) < 0)
+                j->error = NULL;
+        if (j->op == LIFECYCLE_PURGE)
+                return;
+        _cleanup_free_ char *ignored = NULL;
+        ContainerState st = CONTAINER_GONE;
+        if (b->ops->status(b, &j->agent, &st, &ignored) >= 0)
+                j->seen = st;
+        else
+                j->seen = CONTAINER_DOWN; /* unknown: not running as far as we can tell */
+        if (j->seen != CONTAINER_UP && b->ops->logs)
+                (void)b->ops->logs(b, &j->agent, LOG_TAIL_LINES, &j->log_tail);
+}

@@ -207,6 +207,8 @@ static void loop_run_deferred(Loop *l)
         size_t n = l->n_deferred;
         for (size_t i = 0; i < n; i++)
                 l->deferred[i].fn(l->deferred[i].userdata);
+        if (n == 0)
+                return;
         memmove(l->deferred, l->deferred + n, (l->n_deferred - n) * sizeof(Deferred));
         l->n_deferred -= n;
 }

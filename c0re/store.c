@@ -94,6 +94,20 @@ static const char *const migrations[] = {
         ");"
         "CREATE INDEX reminders_due ON reminders(due_at) "
         "  WHERE sent_at IS NULL AND cancelled_at IS NULL;",
+        /* 3 → 4: containers.  status is what the daemon last saw (stopped, running,
+         * failed), wanted what it keeps them at; crashes feed the restart budget. */
+        "ALTER TABLE agents ADD COLUMN wanted TEXT NOT NULL DEFAULT 'stopped' "
+        "  CHECK (wanted IN ('stopped','running'));"
+        "ALTER TABLE agents ADD COLUMN failed_log TEXT;"
+        "ALTER TABLE agents ADD COLUMN purged_at INTEGER;"
+        "CREATE TABLE crashes ("
+        "  id INTEGER PRIMARY KEY,"
+        "  agent TEXT NOT NULL,"
+        "  at INTEGER NOT NULL,"
+        "  detail TEXT NOT NULL,"
+        "  outcome TEXT NOT NULL" /* restarted, failed */
+        ");"
+        "CREATE INDEX crashes_agent ON crashes(agent, at);",
 };
 
 int store_sqlite_errno(Store *s, int rc, const char *what)
@@ -252,6 +266,8 @@ void agent_record_done(AgentRecord *a)
         free(a->status_text);
         free(a->active_model);
         free(a->deployed_sha);
+        free(a->wanted);
+        free(a->failed_log);
         *a = (AgentRecord){0};
 }
 
@@ -264,7 +280,8 @@ void agent_records_free(AgentRecord *a, size_t n)
 
 #define AGENT_COLUMNS                                                                              \
         "name, role, created_at, COALESCE(destroyed_at, 0), paused, parent, status, "              \
-        "status_text, COALESCE(status_set_at, 0), active_model, COALESCE(port, 0), deployed_sha"
+        "status_text, COALESCE(status_set_at, 0), active_model, COALESCE(port, 0), deployed_sha, " \
+        "wanted, failed_log"
 
 static int agent_from_row(sqlite3_stmt *st, AgentRecord *a)
 {
@@ -281,8 +298,10 @@ static int agent_from_row(sqlite3_stmt *st, AgentRecord *a)
                 .active_model = col_strdup(st, 9),
                 .port = sqlite3_column_int64(st, 10),
                 .deployed_sha = col_strdup(st, 11),
+                .wanted = col_strdup(st, 12),
+                .failed_log = col_strdup(st, 13),
         };
-        if (!a->name || !a->role || !a->status) {
+        if (!a->name || !a->role || !a->status || !a->wanted) {
                 agent_record_done(a);
                 return -ENOMEM;
         }
@@ -396,8 +415,8 @@ int store_agent_insert(Store *s, const AgentRecord *a)
         int rc = sqlite3_prepare_v2(
                 s->db,
                 "INSERT INTO agents (name, role, created_at, paused, parent, status, "
-                "status_text, status_set_at, active_model, port, deployed_sha) "
-                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "status_text, status_set_at, active_model, port, deployed_sha, wanted) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 -1, &st, NULL);
         if (rc != SQLITE_OK)
                 return store_sqlite_errno(s, rc, "insert agent");
@@ -412,6 +431,7 @@ int store_agent_insert(Store *s, const AgentRecord *a)
         bind_text_or_null(st, 9, a->active_model);
         bind_int_or_null(st, 10, a->port);
         bind_text_or_null(st, 11, a->deployed_sha);
+        sqlite3_bind_text(st, 12, a->wanted ? a->wanted : "stopped", -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
         sqlite3_finalize(st);
         if (rc != SQLITE_DONE)
@@ -627,4 +647,129 @@ int store_query_int64(Store *s, const char *sql, const char *text, int64_t *ret)
                 *ret = sqlite3_column_int64(st, 0);
         store_stmt_done(st);
         return rc == SQLITE_ROW ? 0 : store_sqlite_errno(s, rc, "query");
+}
+
+/* Runs one durable UPDATE/INSERT/DELETE with text ?1, optional text ?2 and integer ?3.
+ * Returns the number of rows changed or a negative errno. */
+static int store_exec3(Store *s, const char *sql, const char *t1, const char *t2, int64_t i3,
+                       const char *what)
+{
+        int w = store_batch_write(s, true);
+        if (w < 0)
+                return w;
+        sqlite3_stmt *st = NULL;
+        int r = store_stmt(s, sql, &st);
+        if (r < 0)
+                return r;
+        bind_text_or_null(st, 1, t1);
+        bind_text_or_null(st, 2, t2);
+        sqlite3_bind_int64(st, 3, i3);
+        int rc = sqlite3_step(st);
+        store_stmt_done(st);
+        if (rc != SQLITE_DONE)
+                return store_sqlite_errno(s, rc, what);
+        return sqlite3_changes(s->db);
+}
+
+int store_agent_set_state(Store *s, const char *name, const char *status, const char *wanted)
+{
+        int r = store_exec3(s,
+                            "UPDATE agents SET status = ?2, "
+                            "  failed_log = CASE WHEN ?2 = 'failed' THEN failed_log END "
+                            "WHERE destroyed_at IS NULL AND name = ?1",
+                            name, status, 0, "set agent state");
+        if (r >= 0 && wanted)
+                r = store_exec3(s,
+                                "UPDATE agents SET wanted = ?2 "
+                                "WHERE destroyed_at IS NULL AND name = ?1",
+                                name, wanted, 0, "set wanted state");
+        if (r < 0)
+                return r;
+        return r > 0 ? 0 : -ENOENT;
+}
+
+int store_agent_set_failed(Store *s, const char *name, const char *log)
+{
+        int r = store_exec3(s,
+                            "UPDATE agents SET status = 'failed', failed_log = ?2 "
+                            "WHERE destroyed_at IS NULL AND name = ?1",
+                            name, log, 0, "mark agent failed");
+        return r < 0 ? r : r > 0 ? 0 : -ENOENT;
+}
+
+int store_agent_destroy(Store *s, const char *name, bool purged)
+{
+        int64_t now = timeutil_now();
+        int r = store_exec3(s,
+                            "UPDATE agents SET destroyed_at = ?3, status = 'stopped', "
+                            "  wanted = 'stopped', "
+                            "  purged_at = CASE WHEN ?2 IS NOT NULL THEN ?3 END "
+                            "WHERE destroyed_at IS NULL AND name = ?1",
+                            name, purged ? "purged" : NULL, now, "destroy agent");
+        return r < 0 ? r : r > 0 ? 0 : -ENOENT;
+}
+
+int store_agent_delete(Store *s, const char *name)
+{
+        int r = store_exec3(s, "DELETE FROM agents WHERE destroyed_at IS NULL AND name = ?1", name,
+                            NULL, 0, "delete agent");
+        return r < 0 ? r : r > 0 ? 0 : -ENOENT;
+}
+
+int store_agent_tombstoned(Store *s, const char *name, bool *ret)
+{
+        int64_t n = 0;
+        int r = store_query_int64(s,
+                                  "SELECT COUNT(*) FROM agents WHERE name = ?1 AND "
+                                  "destroyed_at IS NOT NULL AND purged_at IS NULL",
+                                  name, &n);
+        if (r < 0)
+                return r;
+        *ret = n > 0;
+        return 0;
+}
+
+int store_agent_purge(Store *s, const char *name)
+{
+        int r = store_exec3(s,
+                            "UPDATE agents SET purged_at = ?3 WHERE name = ?1 AND "
+                            "destroyed_at IS NOT NULL AND purged_at IS NULL",
+                            name, NULL, timeutil_now(), "purge tombstone");
+        return r < 0 ? r : r > 0 ? 0 : -ENOENT;
+}
+
+int store_crash_add(Store *s, const char *name, const char *detail, const char *outcome)
+{
+        int w = store_batch_write(s, true);
+        if (w < 0)
+                return w;
+        sqlite3_stmt *st = NULL;
+        int r = store_stmt(s,
+                           "INSERT INTO crashes (agent, at, detail, outcome) "
+                           "VALUES (?1, ?2, ?3, ?4)",
+                           &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, store_now_ms());
+        sqlite3_bind_text(st, 3, detail, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, outcome, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        store_stmt_done(st);
+        return rc == SQLITE_DONE ? 0 : store_sqlite_errno(s, rc, "record crash");
+}
+
+int store_crash_count(Store *s, const char *name, int64_t since_ms, int64_t *ret)
+{
+        sqlite3_stmt *st = NULL;
+        int r = store_stmt(s, "SELECT COUNT(*) FROM crashes WHERE agent = ?1 AND at >= ?2", &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, since_ms);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW)
+                *ret = sqlite3_column_int64(st, 0);
+        store_stmt_done(st);
+        return rc == SQLITE_ROW ? 0 : store_sqlite_errno(s, rc, "count crashes");
 }

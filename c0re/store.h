@@ -24,6 +24,8 @@ typedef struct AgentRecord {
         char *active_model; /* NULL = unset */
         int64_t port;       /* 0 = none yet */
         char *deployed_sha; /* full sha or NULL */
+        char *wanted;       /* "stopped" or "running": what the daemon keeps it at */
+        char *failed_log;   /* the last log lines kept when it was marked failed */
 } AgentRecord;
 
 void agent_record_done(AgentRecord *a);
@@ -54,6 +56,25 @@ int store_agent_insert(Store *s, const AgentRecord *a);
 int store_agent_set_status(Store *s, const char *name, const char *text);
 /* Sets the paused flag of a live agent: 0, or -ENOENT. */
 int store_agent_set_paused(Store *s, const char *name, bool paused);
+
+/* Records what was seen of a live agent's container (status "stopped", "running" or
+ * "failed"; leaving "failed" drops the kept log) and, when wanted is non-NULL, what the daemon
+ * keeps it at.  0 or -ENOENT. */
+int store_agent_set_state(Store *s, const char *name, const char *status, const char *wanted);
+/* Marks a live agent failed (restarts exhausted), keeping its last log lines. */
+int store_agent_set_failed(Store *s, const char *name, const char *log);
+/* Ends a live agent: its row stays as a tombstone (state kept) unless purged.  -ENOENT. */
+int store_agent_destroy(Store *s, const char *name, bool purged);
+/* Removes a live agent's row entirely (a spawn that failed).  -ENOENT. */
+int store_agent_delete(Store *s, const char *name);
+/* Whether a destroyed, unpurged agent of that name left its state behind. */
+int store_agent_tombstoned(Store *s, const char *name, bool *ret);
+/* Marks the tombstones of name purged: 0, or -ENOENT when there is none. */
+int store_agent_purge(Store *s, const char *name);
+/* Crash history: one row per container that stopped unasked, outcome "restarted" or
+ * "failed"; the count of those at or after since_ms. */
+int store_crash_add(Store *s, const char *name, const char *detail, const char *outcome);
+int store_crash_count(Store *s, const char *name, int64_t since_ms, int64_t *ret);
 
 /* The connection, for subsystems that keep their own SQL (broker.c, …). */
 struct sqlite3 *store_db(Store *s);

@@ -62,3 +62,12 @@ static inline char **strv_free(char **v)
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free)
 #define _cleanup_strv_free_ _cleanup_(strv_freep)
+
+/* Entries of a NULL-terminated string vector (0 for NULL). */
+static inline size_t strv_length(char *const *v)
+{
+        size_t n = 0;
+        while (v && v[n])
+                n++;
+        return n;
+}

@@ -1,8 +1,11 @@
-/* Directory creation. */
+/* Directory creation and removal. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cleanup.h"
 #include "fsutil.h"
@@ -30,4 +33,64 @@ int fsutil_mkdir_p(const char *path, mode_t mode)
                         return -ENOTDIR;
         }
         return 0;
+}
+
+/* Empties the directory open as dfd (which it closes), on device dev only. */
+static int rm_children(int dfd, dev_t dev)
+{
+        DIR *d = fdopendir(dfd);
+        if (!d) {
+                int r = -errno;
+                close(dfd);
+                return r;
+        }
+        int r = 0;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                        continue;
+                struct stat st;
+                if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+                        if (errno != ENOENT && r == 0)
+                                r = -errno;
+                        continue;
+                }
+                if (S_ISDIR(st.st_mode)) {
+                        if (st.st_dev != dev) {
+                                r = r ? r : -EXDEV; /* a mount point: leave it alone */
+                                continue;
+                        }
+                        int sub = openat(dirfd(d), e->d_name,
+                                         O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                        if (sub < 0) {
+                                r = r ? r : -errno;
+                                continue;
+                        }
+                        int k = rm_children(sub, dev);
+                        if (k < 0 && r == 0)
+                                r = k;
+                        if (unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR) < 0 && errno != ENOENT &&
+                            r == 0)
+                                r = -errno;
+                } else if (unlinkat(dirfd(d), e->d_name, 0) < 0 && errno != ENOENT && r == 0)
+                        r = -errno;
+        }
+        closedir(d);
+        return r;
+}
+
+int fsutil_rm_rf(const char *path)
+{
+        struct stat st;
+        if (lstat(path, &st) < 0)
+                return errno == ENOENT ? 0 : -errno;
+        if (!S_ISDIR(st.st_mode))
+                return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+        int dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dfd < 0)
+                return -errno;
+        int r = rm_children(dfd, st.st_dev);
+        if (r < 0)
+                return r;
+        return rmdir(path) < 0 && errno != ENOENT ? -errno : 0;
 }

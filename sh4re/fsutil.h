@@ -1,4 +1,4 @@
-/* Filesystem helpers. */
+/* Filesystem helpers: directory creation and removal. */
 #pragma once
 
 #include <sys/types.h>
@@ -6,3 +6,8 @@
 /* Creates path and its missing parents (parents with 0755, path itself with mode).  An
  * existing directory is fine.  Returns 0 or a negative errno. */
 int fsutil_mkdir_p(const char *path, mode_t mode);
+
+/* Removes path and, if it is a directory, everything below it, never following a symlink
+ * (a symlink is removed, not its target) and never leaving the file system of path.  A
+ * missing path is fine.  Returns 0 or a negative errno. */
+int fsutil_rm_rf(const char *path);

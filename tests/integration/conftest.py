@@ -68,12 +68,27 @@ class Daemon:
         self.args = list(args)
         self.env = env
         self.proc = None
+        self.bin = BIN
+
+    def argv(self):
+        """serve's argv.  Unless a test says otherwise: the process backend running a
+        sleeping payload (the harness is another issue's), and no manager (`--manager`
+        asks for one)."""
+        args = [a for a in self.args if a not in ("--manager", "--harness")]
+        if "--manager" not in self.args:
+            args.append("--no-manager")
+        if not any(a.startswith("--backend") for a in args):
+            args += ["--backend", "process"]
+        if "--harness" not in self.args and not any(a.startswith("--agent-command")
+                                                    for a in args):
+            args += ["--agent-command", "exec sleep 86400"]
+        return [self.bin, "serve", "--state-dir", self.state, "--run-dir", self.run,
+                "--log-level", "debug", *args]
 
     def start(self, wait=True):
         self.logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--state-dir", self.state, "--run-dir", self.run,
-             "--log-level", "debug", *self.args],
+            self.argv(),
             stdout=self.logf, stderr=subprocess.STDOUT, env=self.env)
         if wait:
             wait_for(lambda: can_connect(self.sock) or self.proc.poll() is not None,

@@ -166,10 +166,11 @@ def test_dev_mode_uses_dot_hive(tmpbase):
     sock = os.path.join(tmpbase, ".hive", "run", "host.sock")
     try:
         wait_for(lambda: can_connect(sock), what="dev socket")
-        assert raw(sock, b'{"cmd":"list"}\n') == b'{"version":1,"ok":true,"agents":[]}\n'
+        # The manager is ensured at start-up.
+        assert raw(sock, b'{"cmd":"list"}\n') == b'{"version":1,"ok":true,"agents":["hm1nd"]}\n'
         assert os.path.exists(os.path.join(tmpbase, ".hive", "hive.sqlite"))
         c = subprocess.run([BIN, "--dev", "list"], cwd=tmpbase, capture_output=True, text=True)
-        assert c.returncode == 0 and "no agents" in c.stderr
+        assert c.returncode == 0 and c.stdout == "hm1nd\n"
     finally:
         p.send_signal(signal.SIGTERM)
         err = p.communicate(timeout=10)[1].decode()

@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "actions.h"
 #include "daemon.h"
 #include "dispatch.h"
 #include "errors.h"
@@ -48,7 +49,9 @@ static int setup(void **state)
                 .lock_fd = -1,
                 .signal_fd = -1,
         };
+        fx->cfg.nixos_container = (char *)"nixos-container";
         assert_int_equal(store_open(db, &fx->d.store), 0);
+        assert_int_equal(actions_new(&fx->d, &fx->d.actions), 0);
         free(db);
         *state = fx;
         return 0;
@@ -57,6 +60,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
         Fixture *fx = *state;
+        fx->d.actions = actions_free(fx->d.actions);
         fx->d.store = store_close(fx->d.store);
         assert_int_equal(tu_rm_rf(fx->dir), 0);
         free(fx->cfg.state_dir);

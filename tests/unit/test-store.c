@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -310,14 +311,122 @@ static void test_list_empty(void **state)
         agent_records_free(list, n);
 }
 
+static char *agent_col(Store *s, const char *col, const char *name)
+{
+        char sql[128];
+        snprintf(sql, sizeof(sql), "SELECT %s FROM agents WHERE name = ?1 ORDER BY id DESC", col);
+        sqlite3_stmt *st = NULL;
+        assert_int_equal(sqlite3_prepare_v2(store_db(s), sql, -1, &st, NULL), SQLITE_OK);
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        char *v = NULL;
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+                v = strdup((const char *)sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+        return v;
+}
+
+static void assert_col(Store *s, const char *col, const char *name, const char *want)
+{
+        char *v = agent_col(s, col, name);
+        if (!want)
+                assert_null(v);
+        else
+                assert_string_equal(v, want);
+        free(v);
+}
+
+static void test_state_and_wanted(void **state)
+{
+        Fixture *fx = *state;
+        open_store(fx);
+        insert(fx->store, "a1", NULL);
+        assert_col(fx->store, "wanted", "a1", "stopped");
+        assert_int_equal(store_agent_set_state(fx->store, "a1", "running", "running"), 0);
+        assert_col(fx->store, "status", "a1", "running");
+        assert_col(fx->store, "wanted", "a1", "running");
+        assert_int_equal(store_agent_set_state(fx->store, "a1", "stopped", NULL), 0);
+        assert_col(fx->store, "wanted", "a1", "running"); /* NULL keeps it */
+        assert_int_equal(store_agent_set_state(fx->store, "ghost", "running", NULL), -ENOENT);
+        /* failed keeps its log only while failed */
+        assert_int_equal(store_agent_set_failed(fx->store, "a1", "boom\n"), 0);
+        AgentRecord a;
+        assert_int_equal(store_agent_get(fx->store, "a1", &a), 0);
+        assert_string_equal(a.status, "failed");
+        assert_string_equal(a.failed_log, "boom\n");
+        agent_record_done(&a);
+        assert_int_equal(store_agent_set_state(fx->store, "a1", "failed", NULL), 0);
+        assert_col(fx->store, "failed_log", "a1", "boom\n");
+        assert_int_equal(store_agent_set_state(fx->store, "a1", "running", NULL), 0);
+        assert_col(fx->store, "failed_log", "a1", NULL);
+        assert_int_equal(store_agent_set_failed(fx->store, "ghost", "x"), -ENOENT);
+}
+
+static void test_destroy_tombstone_purge(void **state)
+{
+        Fixture *fx = *state;
+        open_store(fx);
+        insert(fx->store, "a1", NULL);
+        bool tomb = true;
+        assert_int_equal(store_agent_tombstoned(fx->store, "a1", &tomb), 0);
+        assert_false(tomb);
+        assert_int_equal(store_agent_purge(fx->store, "a1"), -ENOENT); /* live, no tombstone */
+        assert_int_equal(store_agent_destroy(fx->store, "a1", false), 0);
+        assert_int_equal(store_agent_destroy(fx->store, "a1", false), -ENOENT);
+        AgentRecord a;
+        assert_int_equal(store_agent_get(fx->store, "a1", &a), -ENOENT);
+        assert_int_equal(store_agent_tombstoned(fx->store, "a1", &tomb), 0);
+        assert_true(tomb);
+        /* the name can live again beside its tombstone */
+        insert(fx->store, "a1", NULL);
+        assert_int_equal(store_agent_purge(fx->store, "a1"), 0);
+        assert_int_equal(store_agent_tombstoned(fx->store, "a1", &tomb), 0);
+        assert_false(tomb);
+        assert_int_equal(store_agent_purge(fx->store, "a1"), -ENOENT);
+        /* destroy with purge leaves no tombstone; delete removes a live row */
+        assert_int_equal(store_agent_destroy(fx->store, "a1", true), 0);
+        assert_int_equal(store_agent_tombstoned(fx->store, "a1", &tomb), 0);
+        assert_false(tomb);
+        insert(fx->store, "b2", NULL);
+        assert_int_equal(store_agent_delete(fx->store, "b2"), 0);
+        assert_int_equal(store_agent_delete(fx->store, "b2"), -ENOENT);
+}
+
+static void test_crash_counts(void **state)
+{
+        Fixture *fx = *state;
+        open_store(fx);
+        int64_t n = -1;
+        assert_int_equal(store_crash_count(fx->store, "a1", 0, &n), 0);
+        assert_int_equal(n, 0);
+        int64_t before = store_now_ms();
+        assert_int_equal(store_crash_add(fx->store, "a1", "h-a1 stopped", "restarted"), 0);
+        assert_int_equal(store_crash_add(fx->store, "a1", "h-a1 stopped", "failed"), 0);
+        assert_int_equal(store_crash_add(fx->store, "b2", "h-b2 stopped", "restarted"), 0);
+        assert_int_equal(store_crash_count(fx->store, "a1", before, &n), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(store_crash_count(fx->store, "a1", store_now_ms() + 1000, &n), 0);
+        assert_int_equal(n, 0);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
         const struct CMUnitTest tests[] = {
-                T(test_fresh_migrates),  T(test_journal_mode_wal),     T(test_reopen_keeps_data),
-                T(test_insert_defaults), T(test_newer_schema_refused), T(test_open_missing_dir),
-                T(test_memory),          T(test_insert_duplicate),     T(test_get_unknown),
-                T(test_set_paused),      T(test_list_sorted),          T(test_list_empty),
+                T(test_fresh_migrates),
+                T(test_journal_mode_wal),
+                T(test_reopen_keeps_data),
+                T(test_insert_defaults),
+                T(test_newer_schema_refused),
+                T(test_open_missing_dir),
+                T(test_memory),
+                T(test_insert_duplicate),
+                T(test_get_unknown),
+                T(test_set_paused),
+                T(test_list_sorted),
+                T(test_list_empty),
+                T(test_state_and_wanted),
+                T(test_destroy_tombstone_purge),
+                T(test_crash_counts),
         };
         return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

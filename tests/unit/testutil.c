@@ -1,7 +1,6 @@
 /* Helpers shared by the unit tests. */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +13,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "fsutil.h"
 #include "testutil.h"
 
 char *tu_mkdtemp(void)
@@ -29,18 +29,9 @@ char *tu_mkdtemp(void)
         return path;
 }
 
-static int rm_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-        int r = type == FTW_DP ? rmdir(path) : unlink(path);
-        return r < 0 && errno != ENOENT ? -errno : 0;
-}
-
 int tu_rm_rf(const char *path)
 {
-        int r = nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-        if (r < 0)
-                return -errno;
-        return r;
+        return fsutil_rm_rf(path);
 }
 
 char *tu_read_file(const char *path, size_t *ret_len)
