@@ -850,7 +850,7 @@ static void on_shutdown_stop(void *data)
 {
         LifecycleJob *j = data;
         lifecycle_run(j);
-        if (j->result < 0)
+        if (j->result < 0 && j->result != -ENOENT) /* ENOENT: never created */
                 log_warning("stopping %s at shutdown: %s", j->agent.machine, j->error);
         lifecycle_job_free(j);
 }
