@@ -78,7 +78,7 @@ static int nc_init(Backend *b)
                 }
                 /* Directories left by a daemon that died mid-call would pin their ./.tmp
                  * closures as GC roots. */
-                int r = proc_tmpdir_remove(nc->tmp_parent);
+                int r = fsutil_rm_rf(nc->tmp_parent);
                 if (r >= 0)
                         r = fsutil_mkdir_p(nc->tmp_parent, 0700);
                 if (r < 0) {
@@ -172,7 +172,7 @@ static int nc_call(Backend *b, char *const args[], BackendRun *ret)
                         b->cfg->op_timeout > 0 ? (uint64_t)b->cfg->op_timeout * 1000u : 0;
                 r = proc_run(argv, env, dir, timeout_ms, ret);
         }
-        int k = proc_tmpdir_remove(dir);
+        int k = fsutil_rm_rf(dir);
         if (k < 0)
                 log_debug_errno(k, "cannot remove %s: %m", dir);
         return r;

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,11 +23,11 @@
 #include "cleanup.h"
 #include "fsutil.h"
 #include "log.h"
+#include "proc.h"
 #include "supervise.h"
 
 #define SETTLE_MS       300   /* a payload that is gone this soon after start failed */
 #define KILL_WAIT_MS    10000 /* how long a SIGKILLed child may take to be reaped */
-#define RUN_MAX_OUTPUT  (1024 * 1024)
 #define FAIL_TAIL_LINES 5
 #define LOGS_MAX_BYTES  (1024 * 1024)
 
@@ -371,22 +372,20 @@ static int process_run(Backend *b, const BackendAgent *a, char *const argv[], Ba
         r = backend_payload_env(b, a, false, &env);
         if (r < 0)
                 return r;
-        int timeout_ms = b->cfg->op_timeout > 0 && b->cfg->op_timeout < 86400
-                                 ? (int)b->cfg->op_timeout * 1000
-                                 : -1;
-        int status = -1;
-        char *out = NULL, *err = NULL;
-        r = supervise_run(argv, env, a->state_dir, timeout_ms, RUN_MAX_OUTPUT, &status, &out, &err);
+        uint64_t timeout_ms = b->cfg->op_timeout > 0 ? (uint64_t)b->cfg->op_timeout * 1000u : 0;
+        _cleanup_(backend_run_done) BackendRun run = {};
+        /* each stream keeps its last PROC_OUTPUT_MAX bytes (the end says what went wrong) */
+        r = proc_run(argv, env, a->state_dir, timeout_ms, &run);
         if (r == -ENOENT || r == -EACCES || r == -ENOEXEC) {
                 /* what a shell would say: the command ran and could not be executed */
-                if (asprintf(&err, "%s: %s\n", argv[0], strerror(-r)) < 0)
-                        return -ENOMEM;
-                out = strdup("");
-                if (!out) {
-                        free(err);
+                if (asprintf(&run.err, "%s: %s\n", argv[0], strerror(-r)) < 0) {
+                        run.err = NULL;
                         return -ENOMEM;
                 }
-                status = r == -ENOENT ? 127 : 126;
+                run.out = strdup("");
+                if (!run.out)
+                        return -ENOMEM;
+                run.status = r == -ENOENT ? 127 : 126;
         } else if (r == -ETIMEDOUT) {
                 set_error(ret_error, "%s in %s took longer than %lld s and was killed", argv[0],
                           a->machine, (long long)b->cfg->op_timeout);
@@ -395,7 +394,8 @@ static int process_run(Backend *b, const BackendAgent *a, char *const argv[], Ba
                 set_error(ret_error, "cannot run %s in %s: %s", argv[0], a->machine, strerror(-r));
                 return r == -ENOMEM ? r : -EIO;
         }
-        *ret = (BackendRun){.status = status, .out = out, .err = err};
+        *ret = run;
+        run = (BackendRun){};
         return 0;
 }
 

@@ -24,7 +24,6 @@
 #include <unistd.h>
 
 #include "cleanup.h"
-#include "fsutil.h"
 #include "proc.h"
 
 extern char **environ;
@@ -349,9 +348,4 @@ int proc_tmpdir_new(const char *parent, char **ret_path)
                 return -errno;
         *ret_path = TAKE_PTR(p);
         return 0;
-}
-
-int proc_tmpdir_remove(const char *path)
-{
-        return fsutil_rm_rf(path);
 }

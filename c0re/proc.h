@@ -29,10 +29,6 @@ int proc_run(char *const argv[], char *const envp[], const char *cwd, uint64_t t
              BackendRun *ret);
 
 /* Makes a fresh private (0700) directory under parent (NULL: $TMPDIR, else /tmp).  Returns 0
- * and its malloc'ed path, or a negative errno. */
+ * and its malloc'ed path, or a negative errno.  Remove it with fsutil_rm_rf, which follows no
+ * symlink (tools leave `./.tmp` links into the store in their cwd). */
 int proc_tmpdir_new(const char *parent, char **ret_path);
-
-/* Removes path and everything below it.  Never follows a symlink (tools leave `./.tmp` links
- * into the store in their cwd) and never crosses into another file system.  A missing path
- * is fine.  Returns 0 or a negative errno. */
-int proc_tmpdir_remove(const char *path);

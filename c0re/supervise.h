@@ -8,7 +8,6 @@
 #pragma once
 
 #include <stdbool.h>
-#include <stddef.h>
 #include <sys/types.h>
 
 typedef struct Supervisor Supervisor;
@@ -52,12 +51,3 @@ int supervisor_wait(Supervisor *s, const char *name, int timeout_ms);
 /* The status of the last reaped run of name (as passed to the exit callback).  Returns 0,
  * or -ENOENT when name has not exited since this supervisor knows it. */
 int supervisor_last_exit(Supervisor *s, const char *name, int *ret_status);
-
-/* Runs argv to completion, unsupervised: environment envp, working directory cwd (NULL:
- * ours), a new session, stdin /dev/null, stdout and stderr captured (each kept up to
- * max_bytes, the rest read and dropped).  Returns 0 with *ret_status (exit code, or 128 +
- * signal) and *ret_out, *ret_err (malloc'ed, NUL-terminated); -ETIMEDOUT when it ran longer
- * than timeout_ms (negative: no limit; its process group was killed and it was reaped); or
- * the errno of a failed spawn or exec (-ENOENT for a missing program).  Does not log. */
-int supervise_run(char *const argv[], char *const envp[], const char *cwd, int timeout_ms,
-                  size_t max_bytes, int *ret_status, char **ret_out, char **ret_err);

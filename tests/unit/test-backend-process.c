@@ -1,6 +1,6 @@
 /* Unit tests for c0re/backend_process.c: the container life cycle with a real payload (an
  * --agent-command shell line), its environment, failed starts, stop escalation, exit
- * callbacks, run and logs. */
+ * callbacks, run (its timeout and output bound too) and logs. */
 #include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -17,6 +17,7 @@
 #include "backend.h"
 #include "cleanup.h"
 #include "fsutil.h"
+#include "proc.h"
 #include "testutil.h"
 #include "supervise-util.h"
 
@@ -300,6 +301,43 @@ static void test_logs_tail(void **state)
         free(text);
 }
 
+/* run: past --op-timeout the command is killed (with what it started) and reported as
+ * ETIMEDOUT; a long output keeps its end. */
+static void test_run_timeout_and_output_bound(void **state)
+{
+        Fx *fx = *state;
+        fx->cfg.agent_command = strdup("exec sleep 100");
+        fx->cfg.op_timeout = 1;
+        char *err = NULL;
+        expect_ok(fx->b->ops->create(fx->b, &fx->a, &err), err);
+        assert_int_equal(fsutil_mkdir_p(fx->a.state_dir, 0700), 0); /* run's cwd */
+
+        BackendRun run = {.status = 42};
+        char *const slow[] = {"/bin/sh", "-c", "sleep 30 & echo started; sleep 30", NULL};
+        int64_t t0 = tu_now_ms();
+        assert_int_equal(fx->b->ops->run(fx->b, &fx->a, slow, &run, &err), -ETIMEDOUT);
+        int64_t took = tu_now_ms() - t0;
+        assert_true(took >= 900);
+        assert_true(took < 4000); /* the background sleep holding the pipes died too */
+        assert_non_null(err);
+        assert_non_null(strstr(err, "h-a1 took longer than 1 s"));
+        free(err);
+        err = NULL;
+        assert_int_equal(run.status, 42); /* untouched */
+        assert_null(run.out);
+        assert_null(run.err);
+
+        fx->cfg.op_timeout = 20;
+        char *const big[] = {"/bin/sh", "-c", "seq 1 200000; echo END; echo oops >&2", NULL};
+        expect_ok(fx->b->ops->run(fx->b, &fx->a, big, &run, &err), err);
+        assert_int_equal(run.status, 0);
+        size_t n = strlen(run.out);
+        assert_int_equal(n, PROC_OUTPUT_MAX);
+        assert_string_equal(run.out + n - strlen("199999\n200000\nEND\n"), "199999\n200000\nEND\n");
+        assert_string_equal(run.err, "oops\n");
+        backend_run_done(&run);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -310,6 +348,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_exit_callback_on_kill9, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stop_escalates_to_sigkill, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_logs_tail, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_run_timeout_and_output_bound, setup, teardown),
         };
         return cmocka_run_group_tests_name("backend-process", tests, NULL, NULL);
 }

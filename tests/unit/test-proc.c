@@ -1,6 +1,7 @@
 /* Unit tests for c0re/proc.c: exit codes and signals, separate bounded capture, the timeout
  * killing a whole process group, exec failures, env/cwd, signal state of the child, several
- * threads at once, and the temporary working directory. */
+ * threads at once, and the temporary working directory (made by proc_tmpdir_new, removed by
+ * sh4re's fsutil_rm_rf, which has no test binary of its own). */
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "fsutil.h"
 #include "proc.h"
 #include "testutil.h"
 
@@ -343,15 +345,15 @@ static void test_tmpdir_is_private_and_removal_does_not_follow_links(void **stat
         snprintf(sub, sizeof(sub), "%s/a/link-to-keep", tmp);
         assert_int_equal(symlink(keep, sub), 0);
 
-        assert_int_equal(proc_tmpdir_remove(tmp), 0);
+        assert_int_equal(fsutil_rm_rf(tmp), 0);
         assert_int_equal(lstat(tmp, &st), -1);
         assert_int_equal(errno, ENOENT);
         char *content = tu_read_file(keep, NULL);
         assert_non_null(content);
         assert_string_equal(content, "precious\n");
         free(content);
-        assert_int_equal(proc_tmpdir_remove(tmp), 0); /* gone already: fine */
-        assert_int_equal(proc_tmpdir_remove(tmp2), 0);
+        assert_int_equal(fsutil_rm_rf(tmp), 0); /* gone already: fine */
+        assert_int_equal(fsutil_rm_rf(tmp2), 0);
         free(tmp);
         free(tmp2);
 
@@ -361,7 +363,7 @@ static void test_tmpdir_is_private_and_removal_does_not_follow_links(void **stat
         assert_int_equal(setenv("TMPDIR", dir, 1), 0);
         assert_int_equal(proc_tmpdir_new(NULL, &tmp), 0);
         assert_int_equal(strncmp(tmp, dir, strlen(dir)), 0);
-        assert_int_equal(proc_tmpdir_remove(tmp), 0);
+        assert_int_equal(fsutil_rm_rf(tmp), 0);
         free(tmp);
         if (saved)
                 setenv("TMPDIR", saved, 1);

@@ -1,6 +1,5 @@
 /* Unit tests for c0re/supervise.c: exits reported promptly, signals, the clean signal state of
- * children, log files and their rotation, adoption after a restart, stale pid files, and the
- * one-shot supervise_run. */
+ * children, log files and their rotation, adoption after a restart, and stale pid files. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -16,6 +15,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "proc.h"
 #include "supervise.h"
 #include "testutil.h"
 #include "supervise-util.h"
@@ -311,14 +311,12 @@ static void test_adoption_of_a_stranger(void **state)
 {
         Fx *fx = *state;
         char *const argv[] = {"/bin/sh", "-c", "sleep 100 >/dev/null 2>&1 & echo $!", NULL};
-        int status = -1;
-        char *out = NULL, *err = NULL;
-        assert_int_equal(supervise_run(argv, env, NULL, 5000, 4096, &status, &out, &err), 0);
-        assert_int_equal(status, 0);
-        fx->orphan = (pid_t)atoi(out);
+        BackendRun run = {0};
+        assert_int_equal(proc_run(argv, env, NULL, 5000, &run), 0);
+        assert_int_equal(run.status, 0);
+        fx->orphan = (pid_t)atoi(run.out);
         assert_true(fx->orphan > 1);
-        free(out);
-        free(err);
+        backend_run_done(&run);
         fx->orphan_start = tu_starttime(fx->orphan);
         assert_true(fx->orphan_start > 0);
 
@@ -385,64 +383,6 @@ static void test_stale_pid_files_removed(void **state)
         assert_int_equal(fx->exits.count, 0);
 }
 
-static void test_run_captures_bounded_output(void **state)
-{
-        Fx *fx = *state;
-        int status = -1;
-        char *out = NULL, *err = NULL;
-        char *const argv[] = {"/bin/sh", "-c", "pwd; echo oops >&2; exit 5", NULL};
-        assert_int_equal(supervise_run(argv, env, fx->dir, 5000, 4096, &status, &out, &err), 0);
-        assert_int_equal(status, 5);
-        char *want = NULL;
-        assert_true(asprintf(&want, "%s\n", fx->dir) > 0);
-        assert_string_equal(out, want);
-        assert_string_equal(err, "oops\n");
-        free(want);
-        free(out);
-        free(err);
-
-        /* 100000 bytes, 1000 kept; the child is never blocked by a full pipe */
-        char *const big[] = {"/bin/sh", "-c", "head -c 100000 /dev/zero | tr '\\0' y", NULL};
-        assert_int_equal(supervise_run(big, env, NULL, 5000, 1000, &status, &out, &err), 0);
-        assert_int_equal(status, 0);
-        assert_int_equal(strlen(out), 1000);
-        assert_int_equal(out[999], 'y');
-        assert_string_equal(err, "");
-        free(out);
-        free(err);
-
-        /* a lingering grandchild holding the pipes does not hold us */
-        char *const linger[] = {"/bin/sh", "-c", "sleep 30 & echo $!", NULL};
-        int64_t t0 = tu_now_ms();
-        assert_int_equal(supervise_run(linger, env, NULL, 5000, 1000, &status, &out, &err), 0);
-        pid_t grandchild = (pid_t)atoi(out);
-        assert_true(grandchild > 1);
-        assert_int_equal(kill(grandchild, SIGKILL), 0);
-        assert_true(tu_now_ms() - t0 < 2000);
-        free(out);
-        free(err);
-}
-
-static void test_run_timeout_and_missing_program(void **state)
-{
-        int status = -1;
-        char *out = NULL, *err = NULL;
-        char *const slow[] = {"/bin/sh", "-c", "sleep 30 & sleep 30", NULL};
-        int64_t t0 = tu_now_ms();
-        assert_int_equal(supervise_run(slow, env, NULL, 300, 1000, &status, &out, &err),
-                         -ETIMEDOUT);
-        assert_true(tu_now_ms() - t0 < 2000);
-        assert_null(out);
-        assert_null(err);
-        char *const missing[] = {"no-such-program-here", NULL};
-        assert_int_equal(supervise_run(missing, env, NULL, 300, 1000, &status, &out, &err),
-                         -ENOENT);
-        char *const badcwd[] = {"/bin/true", NULL};
-        assert_int_equal(
-                supervise_run(badcwd, env, "/nonexistent/dir", 300, 1000, &status, &out, &err),
-                -ENOENT);
-}
-
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -458,9 +398,6 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_adoption_after_restart, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_adoption_of_a_stranger, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stale_pid_files_removed, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_run_captures_bounded_output, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_run_timeout_and_missing_program, setup,
-                                                teardown),
         };
         return cmocka_run_group_tests_name("supervise", tests, NULL, NULL);
 }
