@@ -441,6 +441,14 @@ static void on_job_done(void *data)
                 daemon_post_event(d, "agent_destroyed",
                                   json_pack("{s:s, s:b}", "name", name, "purged", j->purge));
                 break;
+        case LIFECYCLE_UPDATE:
+                if (live && r >= 0)
+                        log_info("updated %s to its deployed config", j->agent.machine);
+                else if (live)
+                        log_error("updating %s: %s", j->agent.machine, j->error);
+                if (live)
+                        (void)store_agent_set_state(d->store, name, seen_status(j), NULL);
+                break;
         case LIFECYCLE_PURGE:
                 if (r >= 0) {
                         (void)store_agent_purge(d->store, name);
@@ -722,6 +730,20 @@ int actions_purge_tombstone(Actions *a, const char *name, ActionDoneFn done, voi
                               strerror(-r));
         }
         return 0;
+}
+
+int actions_update(Actions *a, const char *name, char **ret_error)
+{
+        AgentRecord rec = {0};
+        int r = lookup(a, name, &rec, ret_error);
+        if (r < 0)
+                return r;
+        r = submit(a, NULL, LIFECYCLE_UPDATE, name, strcmp(rec.role, "manager") == 0, rec.port,
+                   (unsigned)a->d->cfg->stop_grace, false, NULL, false, false);
+        agent_record_done(&rec);
+        return r < 0 ? refuse(ret_error, r, "cannot queue the update of \"%s\": %s", name,
+                              strerror(-r))
+                     : 0;
 }
 
 /* Writes or removes <state>/agents/<n>/state/hyperhive-paused, the marker the harness reads. */

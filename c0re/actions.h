@@ -44,6 +44,9 @@ int actions_destroy(Actions *a, const char *name, bool purge, ActionDoneFn done,
                     char **ret_error);
 int actions_purge_tombstone(Actions *a, const char *name, ActionDoneFn done, void *userdata,
                             char **ret_error);
+/* After a deploy: rebuilds name's container from the meta flake and restarts it if it runs.
+ * Runs in the background (a transient "updating"); its outcome is logged and published. */
+int actions_update(Actions *a, const char *name, char **ret_error);
 /* Writes or removes the pause marker (<state>/agents/<n>/state/hyperhive-paused) and records
  * it; immediate, idempotent, works on a stopped container. */
 int actions_set_paused(Actions *a, const char *name, bool paused, char **ret_error);

@@ -13,6 +13,7 @@
 
 #include "actions.h"
 #include "agent_server.h"
+#include "approvals.h"
 #include "broker.h"
 #include "cleanup.h"
 #include "fsutil.h"
@@ -694,6 +695,60 @@ static int verb_count_pending_reminders(DispatchCtx *ctx, json_t *req, json_t *r
         return json_object_set_new(resp, "count", json_integer(n)) < 0 ? -ENOMEM : 0;
 }
 
+/* Manager-only verbs refuse everyone else. */
+static int manager_only(DispatchCtx *ctx, AgentEndpoint *ep, const char *verb)
+{
+        if (ep->manager)
+                return 0;
+        return dispatch_fail(ctx, -EACCES, "%s is for the manager only", verb);
+}
+
+static int verb_request_apply_commit(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        int r = manager_only(ctx, ep, "request_apply_commit");
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *err = NULL;
+        int64_t id = 0;
+        r = approvals_request_apply_commit(
+                ep->as->d, json_string_value(json_object_get(req, "agent")),
+                json_string_value(json_object_get(req, "commit_ref")),
+                json_string_value(json_object_get(req, "description")), &id, &err);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "%s", err ? err : strerror(-r));
+        return json_object_set_new(resp, "id", json_integer(id)) < 0 ? -ENOMEM : 0;
+}
+
+static int verb_request_spawn(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        int r = manager_only(ctx, ep, "request_spawn");
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *err = NULL;
+        int64_t id = 0;
+        r = approvals_request_spawn(ep->as->d, json_string_value(json_object_get(req, "name")),
+                                    json_string_value(json_object_get(req, "description")), &id,
+                                    &err);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "%s", err ? err : strerror(-r));
+        return json_object_set_new(resp, "id", json_integer(id)) < 0 ? -ENOMEM : 0;
+}
+
+static const FieldSpec request_apply_commit_fields[] = {
+        {"agent", FT_STRING, true},
+        {"commit_ref", FT_STRING, true},
+        {"description", FT_STRING, false},
+        {NULL, 0, false},
+};
+
+static const FieldSpec request_spawn_fields[] = {
+        {"name", FT_STRING, true},
+        {"description", FT_STRING, false},
+        {NULL, 0, false},
+};
+
 static const FieldSpec ask_fields[] = {
         {"question", FT_STRING, true},  {"options", FT_ARRAY, false}, {"multi", FT_BOOL, false},
         {"ttl_seconds", FT_INT, false}, {"to", FT_STRING, false},     {NULL, 0, false},
@@ -761,6 +816,10 @@ static const VerbSpec agent_verbs[] = {
          "withdraw your question or reminder"},
         {"get_open_threads", verb_get_open_threads, NULL, 0,
          "unanswered questions and unfired reminders"},
+        {"request_apply_commit", verb_request_apply_commit, request_apply_commit_fields, 0,
+         "manager: propose a commit of an agent's config for approval"},
+        {"request_spawn", verb_request_spawn, request_spawn_fields, 0,
+         "manager: propose a new agent for approval"},
         {"count_pending_reminders", verb_count_pending_reminders, NULL, 0,
          "how many reminders are pending"},
 };

@@ -25,6 +25,7 @@ typedef struct CliCtx {
         bool timeout_set; /* --timeout given */
         bool all, graceful, purge;
         const char *parent;
+        const char *note;
 } CliCtx;
 
 /* Options a verb accepts after its name (besides --json, --dev, --socket). */
@@ -33,6 +34,7 @@ enum {
         CLI_OPT_GRACEFUL = 1u << 1, /* --graceful */
         CLI_OPT_PURGE = 1u << 2,    /* --purge */
         CLI_OPT_PARENT = 1u << 3,   /* --parent NAME */
+        CLI_OPT_NOTE = 1u << 4,     /* --note TEXT */
         CLI_SLOW = 1u << 8,         /* answers when a container operation ends: long timeout */
 };
 
@@ -612,6 +614,126 @@ static int cli_operations(CliCtx *ctx, int argc, char **argv)
         return cli_simple(ctx, "operations", print_operations);
 }
 
+static int print_pending(json_t *resp)
+{
+        json_t *a = json_object_get(resp, "approvals");
+        if (!json_is_array(a)) {
+                fprintf(stderr, "hive-c0re: the answer has no \"approvals\" list.\n");
+                return CLI_EXIT_PROTOCOL;
+        }
+        if (json_array_size(a) == 0)
+                fprintf(stderr, "no approvals\n");
+        size_t i;
+        json_t *v;
+        json_array_foreach(a, i, v)
+        {
+                Approval ap;
+                if (proto_approval_decode(v, &ap) < 0) {
+                        fprintf(stderr, "hive-c0re: skipping a malformed approval.\n");
+                        continue;
+                }
+                printf("#%-5lld %-9s %-13s %-10s %-12s %s%s%s\n", (long long)ap.id, ap.status,
+                       ap.kind, ap.agent, ap.fetched_sha ? ap.fetched_sha : "-", ap.requested_at,
+                       ap.description ? "  " : "", ap.description ? ap.description : "");
+                approval_done(&ap);
+        }
+        return CLI_EXIT_OK;
+}
+
+static int cli_pending(CliCtx *ctx, int argc, char **argv)
+{
+        return cli_simple(ctx, "pending", print_pending);
+}
+
+/* An approval id argument: a positive integer, or a usage error. */
+static int parse_id(const char *s, long long *ret)
+{
+        char *end = NULL;
+        long long id = strtoll(s, &end, 10);
+        if (!end || *end || id <= 0) {
+                fprintf(stderr, "hive-c0re: \"%s\" is not an approval id\n", s);
+                return CLI_EXIT_USAGE;
+        }
+        *ret = id;
+        return CLI_EXIT_OK;
+}
+
+static int cli_show(CliCtx *ctx, int argc, char **argv)
+{
+        long long id;
+        int ex = parse_id(argv[1], &id);
+        if (ex != CLI_EXIT_OK)
+                return ex;
+        _cleanup_json_ json_t *req =
+                json_pack("{s:s, s:I}", "cmd", "approval_status", "id", (json_int_t)id);
+        _cleanup_json_ json_t *resp = NULL;
+        ex = cli_call(ctx, req, &resp);
+        if (ex != CLI_EXIT_OK || ctx->json)
+                return ex;
+        json_t *ap = json_object_get(resp, "approval");
+        const char *desc = json_string_value(json_object_get(ap, "description"));
+        const char *note = json_string_value(json_object_get(ap, "note"));
+        const char *sha = json_string_value(json_object_get(resp, "sha"));
+        const char *phase = json_string_value(json_object_get(resp, "phase"));
+        printf("approval %lld: %s of %s, %s%s%s\n", id,
+               json_string_value(json_object_get(ap, "kind")),
+               json_string_value(json_object_get(ap, "agent")),
+               json_string_value(json_object_get(ap, "status")), phase ? ", now: " : "",
+               phase ? phase : "");
+        if (sha)
+                printf("commit: %s\n", sha);
+        if (desc)
+                printf("description: %s\n", desc);
+        if (note)
+                printf("note: %s\n", note);
+        const char *diff = json_string_value(json_object_get(resp, "diff"));
+        if (diff)
+                printf("\n%s", diff);
+        const char *log = json_string_value(json_object_get(resp, "build_log"));
+        if (log && *log)
+                printf("\nbuild log (end):\n%s", log);
+        return CLI_EXIT_OK;
+}
+
+static int cli_decide(CliCtx *ctx, const char *cmd, const char *arg, const char *done)
+{
+        long long id;
+        int ex = parse_id(arg, &id);
+        if (ex != CLI_EXIT_OK)
+                return ex;
+        _cleanup_json_ json_t *req = json_pack("{s:s, s:I}", "cmd", cmd, "id", (json_int_t)id);
+        if (req && ctx->note)
+                json_object_set_new(req, "note", json_string(ctx->note));
+        _cleanup_json_ json_t *resp = NULL;
+        ex = cli_call(ctx, req, &resp);
+        if (ex == CLI_EXIT_OK && !ctx->json)
+                printf("%s %lld\n", done, id);
+        return ex;
+}
+
+static int cli_approve(CliCtx *ctx, int argc, char **argv)
+{
+        return cli_decide(ctx, "approve", argv[1],
+                          "approved (the deploy runs now; `hive-c0re show ID` follows it)");
+}
+
+static int cli_deny(CliCtx *ctx, int argc, char **argv)
+{
+        return cli_decide(ctx, "deny", argv[1], "denied");
+}
+
+static int cli_request_spawn(CliCtx *ctx, int argc, char **argv)
+{
+        _cleanup_json_ json_t *req =
+                json_pack("{s:s, s:s}", "cmd", "request_spawn", "name", argv[1]);
+        _cleanup_json_ json_t *resp = NULL;
+        int ex = cli_call(ctx, req, &resp);
+        if (ex == CLI_EXIT_OK && !ctx->json)
+                printf("spawn of %s queued as approval %lld\n", argv[1],
+                       (long long)json_integer_value(json_object_get(resp, "id")));
+        return ex;
+}
+
 static int cli_serve(CliCtx *ctx, int argc, char **argv)
 {
         HiveConfig cfg;
@@ -663,6 +785,13 @@ static const CliVerb verbs[] = {
         {"purge-tombstone", 1, 1, "NAME", "delete the state a destroyed agent left",
          cli_purge_tombstone, CLI_SLOW},
         {"operations", 0, 0, "", "show container operations in flight", cli_operations},
+        {"pending", 0, 0, "", "show the approval queue", cli_pending},
+        {"show", 1, 1, "ID", "show one approval with its diff and build log", cli_show},
+        {"approve", 1, 1, "ID", "approve a request (a config change is then built and deployed)",
+         cli_approve},
+        {"deny", 1, 1, "ID [--note TEXT]", "deny a request", cli_deny, CLI_OPT_NOTE},
+        {"request-spawn", 1, 1, "NAME", "queue the spawn of a new agent for approval",
+         cli_request_spawn},
         {"help", 0, 1, "[VERB]", "show this help, or one verb's", cli_help},
 };
 
@@ -788,7 +917,15 @@ int cli_main(int argc, char **argv)
                                 ctx.graceful = true;
                         else if ((v->flags & CLI_OPT_PURGE) && strcmp(vargv[k], "--purge") == 0)
                                 ctx.purge = true;
-                        else if ((v->flags & CLI_OPT_PARENT) && strcmp(vargv[k], "--parent") == 0) {
+                        else if ((v->flags & CLI_OPT_NOTE) && strcmp(vargv[k], "--note") == 0) {
+                                if (k + 1 >= vargc) {
+                                        fprintf(stderr, "hive-c0re %s: --note needs a text\n",
+                                                v->name);
+                                        return CLI_EXIT_USAGE;
+                                }
+                                ctx.note = vargv[++k];
+                        } else if ((v->flags & CLI_OPT_PARENT) &&
+                                   strcmp(vargv[k], "--parent") == 0) {
                                 if (k + 1 >= vargc) {
                                         fprintf(stderr, "hive-c0re %s: --parent needs a name\n",
                                                 v->name);

@@ -10,6 +10,7 @@
 
 #include "cleanup.h"
 #include "config.h"
+#include "hive-config.h"
 #include "log.h"
 
 typedef enum {
@@ -82,6 +83,15 @@ static const OptSpec options[] = {
          .metavar = "SECONDS",
          .doc = "how often the crash watcher compares containers with "
                 "what the daemon expects"},
+        {O("templates-dir", OPT_STRING, templates_dir), .def = HIVE_DATADIR "/templates",
+         .dev_def = "./templates", .metavar = "DIR",
+         .doc = "the seed of a new agent's config repo (agent.nix, flake.nix)"},
+        {O("nixpkgs", OPT_STRING, nixpkgs), .def = "flake:nixpkgs",
+         .dev_def = "./tests/fixtures/nixpkgs-standin", .metavar = "FLAKEREF",
+         .doc = "the meta flake's nixpkgs input (a directory is taken as path:DIR)"},
+        {O("builder", OPT_STRING, builder), .metavar = "CMD",
+         .doc = "build an approved config with CMD (run by /bin/sh -c, the flake attribute "
+                "as $1, in the meta repo) instead of nix build"},
         {O("check-config", OPT_FLAG, check_config),
          .doc = "print the resolved configuration, check it, and exit"},
 };
@@ -219,8 +229,19 @@ int config_finalize(HiveConfig *c)
                 if (asprintf(&c->run_dir, "%s/run", c->state_dir) < 0)
                         return -ENOMEM;
         }
-        if (make_absolute(&c->state_dir) < 0 || make_absolute(&c->run_dir) < 0)
+        if (make_absolute(&c->state_dir) < 0 || make_absolute(&c->run_dir) < 0 ||
+            make_absolute(&c->templates_dir) < 0)
                 return log_error_errno(-ENOMEM, "cannot resolve the working directory: %m");
+        /* A local directory as nixpkgs is a path: flake ref (the stand-in of the tests). */
+        if (c->nixpkgs[0] == '/' || c->nixpkgs[0] == '.') {
+                if (make_absolute(&c->nixpkgs) < 0)
+                        return -ENOMEM;
+                char *ref = NULL;
+                if (asprintf(&ref, "path:%s", c->nixpkgs) < 0)
+                        return -ENOMEM;
+                free(c->nixpkgs);
+                c->nixpkgs = ref;
+        }
 
         _cleanup_free_ char *sock = config_host_socket(c);
         if (!sock)

@@ -27,6 +27,9 @@ typedef struct HiveConfig {
         int64_t op_timeout;     /* seconds one nixos-container call may take */
         int64_t stop_grace;     /* seconds between SIGTERM and SIGKILL on stop */
         int64_t crash_interval; /* seconds between crash-watch sweeps */
+        char *templates_dir;    /* the seed of a new agent's config repo */
+        char *nixpkgs;          /* flake ref of the meta flake's nixpkgs input */
+        char *builder;          /* NULL: nix build; else a command (sh -c) given the attribute */
 } HiveConfig;
 
 /* Parses `serve` options (argv[0] is "serve").  Defaults depend on --dev wherever it stands.

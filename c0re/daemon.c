@@ -19,6 +19,7 @@
 
 #include "actions.h"
 #include "agent_server.h"
+#include "approvals.h"
 #include "backend.h"
 #include "broker.h"
 #include "cleanup.h"
@@ -30,6 +31,7 @@
 #include "hive-config.h"
 #include "host_verbs.h"
 #include "log.h"
+#include "repos.h"
 #include "scheduler.h"
 #include "worker.h"
 
@@ -331,6 +333,12 @@ static int daemon_start(Daemon *d)
         r = actions_new(d, &d->actions);
         if (r < 0)
                 return r;
+        r = repos_global_init();
+        if (r < 0)
+                return log_error_errno(r, "cannot initialise libgit2: %m");
+        r = approvals_recover(d);
+        if (r < 0)
+                return log_error_errno(r, "cannot recover the approvals: %m");
 
         r = scheduler_start(db, &d->scheduler, &d->scheduler_fd);
         if (r < 0)

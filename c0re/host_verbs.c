@@ -12,6 +12,7 @@
 
 #include "actions.h"
 #include "agent_server.h"
+#include "approvals.h"
 #include "backend.h"
 #include "broker.h"
 #include "cleanup.h"
@@ -355,6 +356,61 @@ static int verb_operations(DispatchCtx *ctx, json_t *req, json_t *resp)
         return 0;
 }
 
+/* ---- approvals ---- */
+
+static int verb_pending(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        json_t *arr = json_array();
+        if (!arr || json_object_set_new(resp, "approvals", arr) < 0)
+                return -ENOMEM;
+        int r = approvals_list(d, arr);
+        return r < 0 ? store_failure(ctx, r, "reading approvals") : 0;
+}
+
+static int64_t req_id(json_t *req)
+{
+        return json_integer_value(json_object_get(req, "id"));
+}
+
+static int verb_approval_status(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        _cleanup_free_ char *err = NULL;
+        int r = approvals_show(d, req_id(req), resp, &err);
+        return r < 0 ? dispatch_fail(ctx, r, "%s", err ? err : strerror(-r)) : 0;
+}
+
+static int verb_approve(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        _cleanup_free_ char *err = NULL;
+        int r = approvals_approve(d, req_id(req), &err);
+        return r < 0 ? dispatch_fail(ctx, r, "%s", err ? err : strerror(-r)) : 0;
+}
+
+static int verb_deny(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        _cleanup_free_ char *err = NULL;
+        int r = approvals_deny(d, req_id(req), json_string_value(json_object_get(req, "note")),
+                               &err);
+        return r < 0 ? dispatch_fail(ctx, r, "%s", err ? err : strerror(-r)) : 0;
+}
+
+static int verb_request_spawn(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        _cleanup_free_ char *err = NULL;
+        int64_t id = 0;
+        int r = approvals_request_spawn(d, req_name(req),
+                                        json_string_value(json_object_get(req, "description")), &id,
+                                        &err);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "%s", err ? err : strerror(-r));
+        return json_object_set_new(resp, "id", json_integer(id)) < 0 ? -ENOMEM : 0;
+}
+
 static int verb_set_paused(DispatchCtx *ctx, json_t *req, json_t *resp)
 {
         Daemon *d = ctx->userdata;
@@ -465,6 +521,18 @@ static const FieldSpec destroy_fields[] = {
         {NULL, 0, false},
 };
 
+static const FieldSpec deny_fields[] = {
+        {"id", FT_INT, true},
+        {"note", FT_STRING, false},
+        {NULL, 0, false},
+};
+
+static const FieldSpec request_spawn_fields[] = {
+        {"name", FT_STRING, true},
+        {"description", FT_STRING, false},
+        {NULL, 0, false},
+};
+
 static const FieldSpec set_paused_fields[] = {
         {"name", FT_STRING, true},
         {"paused", FT_BOOL, true},
@@ -490,6 +558,13 @@ static const VerbSpec host_verbs[] = {
         {"purge_tombstone", verb_purge_tombstone, name_fields, 0,
          "delete the kept state of a destroyed agent"},
         {"operations", verb_operations, NULL, 0, "container operations in flight"},
+        {"pending", verb_pending, NULL, 0, "the approval queue (every approval, newest first)"},
+        {"approval_status", verb_approval_status, id_fields, 0,
+         "one approval with its diff, phase and build log"},
+        {"approve", verb_approve, id_fields, 0, "approve a request; the deploy runs after"},
+        {"deny", verb_deny, deny_fields, 0, "deny a request, with an optional note"},
+        {"request_spawn", verb_request_spawn, request_spawn_fields, 0,
+         "queue the spawn of a new agent for approval"},
         {"send", verb_send, agent_send_fields, 0, "send a message as the operator"},
         {"operator_inbox", verb_operator_inbox, agent_limit_fields, 0,
          "unacknowledged messages to the operator"},

@@ -10,6 +10,7 @@
 #include "fsutil.h"
 #include "lifecycle.h"
 #include "log.h"
+#include "repos.h"
 
 #define LOG_TAIL_LINES 20
 
@@ -18,6 +19,7 @@ static const char *const op_names[] = {
         [LIFECYCLE_SPAWN] = "spawn",     [LIFECYCLE_START] = "start",
         [LIFECYCLE_STOP] = "stop",       [LIFECYCLE_RESTART] = "restart",
         [LIFECYCLE_DESTROY] = "destroy", [LIFECYCLE_PURGE] = "purge",
+        [LIFECYCLE_UPDATE] = "update",
 };
 
 static const char *const op_transients[] = {
@@ -25,6 +27,7 @@ static const char *const op_transients[] = {
         [LIFECYCLE_SPAWN] = "spawning",     [LIFECYCLE_START] = "starting",
         [LIFECYCLE_STOP] = "stopping",      [LIFECYCLE_RESTART] = "restarting",
         [LIFECYCLE_DESTROY] = "destroying", [LIFECYCLE_PURGE] = "purging",
+        [LIFECYCLE_UPDATE] = "updating",
 };
 
 const char *lifecycle_op_to_string(LifecycleOp op)
@@ -45,6 +48,7 @@ LifecycleJob *lifecycle_job_new(LifecycleOp op, Backend *b, const HiveConfig *cf
                 return NULL;
         j->op = op;
         j->backend = b;
+        j->cfg = cfg;
         j->seen = CONTAINER_GONE;
         BackendAgent *a = &j->agent;
         a->manager = manager;
@@ -126,6 +130,10 @@ static int run_op(LifecycleJob *j)
         case LIFECYCLE_START:
                 return ensure_started(j);
         case LIFECYCLE_SPAWN:
+                /* Its config repos first (kept from a tombstone if there is one). */
+                r = repos_create(j->cfg, a->name, &j->error);
+                if (r < 0)
+                        return r;
                 r = b->ops->create(b, a, &j->error);
                 if (r < 0)
                         return r;
@@ -152,6 +160,17 @@ static int run_op(LifecycleJob *j)
                 return purge(j);
         case LIFECYCLE_PURGE:
                 return purge(j);
+        case LIFECYCLE_UPDATE: {
+                ContainerState st = CONTAINER_GONE;
+                r = b->ops->status(b, a, &st, &j->error);
+                if (r < 0 || st == CONTAINER_GONE)
+                        return r; /* nothing to update: the next start builds it */
+                r = b->ops->update(b, a, &j->error);
+                if (r < 0 || st != CONTAINER_UP)
+                        return r;
+                r = b->ops->stop(b, a, j->grace_sec, &j->error);
+                return r < 0 ? r : ensure_started(j);
+        }
         }
         return -EINVAL;
 }

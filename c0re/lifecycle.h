@@ -16,6 +16,7 @@ typedef enum LifecycleOp {
         LIFECYCLE_RESTART, /* stop, then start */
         LIFECYCLE_DESTROY, /* destroy the container; with purge also its kept state */
         LIFECYCLE_PURGE,   /* remove the kept state of a destroyed agent */
+        LIFECYCLE_UPDATE,  /* rebuild from the meta flake; restart it if it runs */
 } LifecycleOp;
 
 const char *lifecycle_op_to_string(LifecycleOp op);
@@ -25,6 +26,7 @@ const char *lifecycle_op_transient(LifecycleOp op);
 typedef struct LifecycleJob {
         LifecycleOp op;
         Backend *backend;
+        const HiveConfig *cfg;
         BackendAgent agent; /* strings owned by the job */
         unsigned grace_sec; /* stop, restart */
         bool purge;         /* destroy */

@@ -108,6 +108,27 @@ static const char *const migrations[] = {
         "  outcome TEXT NOT NULL" /* restarted, failed */
         ");"
         "CREATE INDEX crashes_agent ON crashes(agent, at);",
+        /* 4 → 5: approvals.  phase is set while the pipeline of an approved request runs
+         * (prepare, build, finalize, abort), so start-up finds one a killed daemon left. */
+        "CREATE TABLE approvals ("
+        "  id INTEGER PRIMARY KEY AUTOINCREMENT," /* tags name ids: never reuse one */
+        "  agent TEXT NOT NULL,"
+        "  kind TEXT NOT NULL CHECK (kind IN ('apply_commit','spawn','update_meta_inputs')),"
+        "  status TEXT NOT NULL DEFAULT 'pending' "
+        "    CHECK (status IN ('pending','approved','denied','failed','cancelled')),"
+        "  commit_ref TEXT NOT NULL DEFAULT '',"
+        "  fetched_sha TEXT,"
+        "  base_sha TEXT,"
+        "  requested_at INTEGER NOT NULL,"
+        "  resolved_at INTEGER,"
+        "  note TEXT,"
+        "  description TEXT,"
+        "  diff TEXT,"
+        "  phase TEXT,"
+        "  build_log TEXT"
+        ");"
+        "CREATE INDEX approvals_open ON approvals(status) WHERE status = 'pending' "
+        "  OR phase IS NOT NULL;",
 };
 
 int store_sqlite_errno(Store *s, int rc, const char *what)
@@ -694,6 +715,15 @@ int store_agent_set_failed(Store *s, const char *name, const char *log)
                             "UPDATE agents SET status = 'failed', failed_log = ?2 "
                             "WHERE destroyed_at IS NULL AND name = ?1",
                             name, log, 0, "mark agent failed");
+        return r < 0 ? r : r > 0 ? 0 : -ENOENT;
+}
+
+int store_agent_set_deployed(Store *s, const char *name, const char *sha)
+{
+        int r = store_exec3(s,
+                            "UPDATE agents SET deployed_sha = ?2 "
+                            "WHERE destroyed_at IS NULL AND name = ?1",
+                            name, sha, 0, "set deployed sha");
         return r < 0 ? r : r > 0 ? 0 : -ENOENT;
 }
 

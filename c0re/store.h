@@ -63,6 +63,8 @@ int store_agent_set_paused(Store *s, const char *name, bool paused);
 int store_agent_set_state(Store *s, const char *name, const char *status, const char *wanted);
 /* Marks a live agent failed (restarts exhausted), keeping its last log lines. */
 int store_agent_set_failed(Store *s, const char *name, const char *log);
+/* Records the commit a live agent's container was last deployed from.  0 or -ENOENT. */
+int store_agent_set_deployed(Store *s, const char *name, const char *sha);
 /* Ends a live agent: its row stays as a tombstone (state kept) unless purged.  -ENOENT. */
 int store_agent_destroy(Store *s, const char *name, bool purged);
 /* Removes a live agent's row entirely (a spawn that failed).  -ENOENT. */

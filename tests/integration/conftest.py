@@ -79,6 +79,8 @@ class Daemon:
             args.append("--no-manager")
         if not any(a.startswith("--backend") for a in args):
             args += ["--backend", "process"]
+        if not any(a.startswith("--templates-dir") for a in args):
+            args += ["--templates-dir", os.path.join(ROOT, "templates")]
         if "--harness" not in self.args and not any(a.startswith("--agent-command")
                                                     for a in args):
             args += ["--agent-command", "exec sleep 86400"]

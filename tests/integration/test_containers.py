@@ -394,6 +394,15 @@ def test_lifecycle_bad_input(daemon):
     p = daemon.cli("destroy", check=2)
 
 
+def test_spawn_with_parent_shows_in_status(daemon):
+    daemon.cli("spawn", "a1", check=0)
+    daemon.cli("spawn", "b2", "--parent", "a1", check=0)
+    assert row(daemon, "b2")["parent"] == "a1" and "parent" not in row(daemon, "a1")
+    r = daemon.request({"cmd": "spawn", "name": "c3", "parent": "ghost"})
+    assert r["ok"] is False and r["error_code"] == "ENOENT"
+    assert daemon.request({"cmd": "list"})["agents"] == ["a1", "b2"]
+
+
 def test_missing_harness_is_a_clear_error(make_daemon, tmpbase):
     # A copy of hive-c0re alone in a directory, with a PATH that has no harness either.
     bindir = os.path.join(tmpbase, "bin")
