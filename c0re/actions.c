@@ -249,6 +249,10 @@ static int submit(Actions *a, Action *x, LifecycleOp op, const char *name, bool 
                   bool crash_restart)
 {
         Daemon *d = a->d;
+        if (!d->worker) { /* shutting down (or a harness without workers) */
+                strv_free(purge_dirs);
+                return -ESHUTDOWN;
+        }
         JobCtx *c = calloc(1, sizeof(*c));
         LifecycleJob *j =
                 c ? lifecycle_job_new(op, d->containers, d->cfg, name, manager, (uint16_t)port)
@@ -521,6 +525,8 @@ int actions_spawn(Actions *a, const char *name, const char *parent, ActionDoneFn
                         return r;
         }
 
+        if (!d->worker)
+                return refuse(ret_error, -ESHUTDOWN, "the daemon is shutting down");
         bool fresh = false;
         uint16_t port = 0;
         r = prepare_dirs(a, name, false, &port, &fresh, ret_error);

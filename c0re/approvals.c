@@ -609,6 +609,8 @@ static void spawn_done(void *userdata, int r, const char *error)
 
 int approvals_approve(Daemon *d, int64_t id, char **ret_error)
 {
+        if (!d->worker || !d->actions)
+                return refuse(ret_error, -ESHUTDOWN, "the daemon is shutting down");
         Row row;
         int r = pending_row(d, id, &row, ret_error);
         if (r < 0)

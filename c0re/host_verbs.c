@@ -227,7 +227,10 @@ static int action_started(DispatchCtx *ctx, Waiter *w, int r, char *error)
         return dispatch_fail(ctx, r, "%s", e ? e : strerror(-r));
 }
 
+/* A verb that answers when its operation ends needs a connection to answer on. */
 #define WAITER_OR_FAIL(ctx, w)                                                                     \
+        if (!(ctx)->origin)                                                                        \
+                return dispatch_fail(ctx, -EOPNOTSUPP, "this verb needs a connection");            \
         Waiter *w = waiter_new(ctx);                                                               \
         if (!w)                                                                                    \
                 return -ENOMEM;

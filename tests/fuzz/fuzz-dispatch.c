@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "actions.h"
 #include "daemon.h"
 #include "dispatch.h"
 #include "errors.h"
@@ -50,6 +51,7 @@ static int rm_one(const char *path, const struct stat *st, int type, struct FTW 
 
 static void cleanup_state_dir(void)
 {
+        daemon_state.actions = actions_free(daemon_state.actions);
         daemon_state.store = store_close(daemon_state.store);
         nftw(state_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
@@ -64,6 +66,8 @@ static void setup_once(void)
         log_set_max_level(LOG_CRIT); /* handlers log each change; keep libFuzzer's output */
         CHECK(mkdtemp(state_dir));
         cfg.state_dir = state_dir;
+        cfg.nixos_container = "nixos-container";
+        cfg.templates_dir = state_dir;
         cfg.domain = "hive.local";
         cfg.home_url = "https://hive.local/";
         daemon_state = (Daemon){
@@ -75,6 +79,7 @@ static void setup_once(void)
                 .signal_fd = -1,
         };
         CHECK(store_open(":memory:", &daemon_state.store) == 0);
+        CHECK(actions_new(&daemon_state, &daemon_state.actions) == 0);
         const AgentRecord agents[] = {
                 {.name = "a", .status = "running", .status_text = "busy", .status_set_at = 1},
                 {.name = "b-1", .status = "stopped", .deployed_sha = "0123456789abcdef0123"},
