@@ -237,6 +237,7 @@ static void action_job_finished(Action *x, int r, const char *error)
 }
 
 static void on_job_done(void *data);
+static int snapshot_meta_agents(Actions *a, LifecycleJob *j);
 static void on_job_run(void *data)
 {
         JobCtx *c = data;
@@ -265,6 +266,11 @@ static int submit(Actions *a, Action *x, LifecycleOp op, const char *name, bool 
         j->grace_sec = grace;
         j->purge = purge;
         j->purge_dirs = purge_dirs;
+        if (op == LIFECYCLE_SPAWN && snapshot_meta_agents(a, j) < 0) {
+                lifecycle_job_free(j);
+                free(c);
+                return -ENOMEM;
+        }
         *c = (JobCtx){.actions = a,
                       .action = x,
                       .fresh = fresh,
@@ -283,6 +289,31 @@ static int submit(Actions *a, Action *x, LifecycleOp op, const char *name, bool 
                 free(c);
         }
         return r;
+}
+
+/* The live agents, for the meta flake a spawn writes. */
+static int snapshot_meta_agents(Actions *a, LifecycleJob *j)
+{
+        AgentRecord *v = NULL;
+        size_t n = 0;
+        int r = store_agent_list(a->d->store, &v, &n);
+        if (r < 0)
+                return r;
+        j->meta_agents = calloc(n ? n : 1, sizeof(MetaAgent));
+        j->meta_names = calloc(n + 1, sizeof(char *));
+        if (!j->meta_agents || !j->meta_names) {
+                agent_records_free(v, n);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+                j->meta_names[i] = TAKE_PTR(v[i].name);
+                j->meta_agents[i] = (MetaAgent){.name = j->meta_names[i],
+                                                .port = (uint16_t)v[i].port,
+                                                .manager = strcmp(v[i].role, "manager") == 0};
+        }
+        j->n_meta_agents = n;
+        agent_records_free(v, n);
+        return 0;
 }
 
 /* Sends a system event to the manager's inbox and wakes it. */
@@ -392,6 +423,8 @@ static void on_job_done(void *data)
                 if (r >= 0) {
                         log_info("spawned %s", j->agent.machine);
                         (void)store_agent_set_state(d->store, name, seen_status(j), "running");
+                        if (j->deployed_sha)
+                                (void)store_agent_set_deployed(d->store, name, j->deployed_sha);
                         daemon_post_event(d, "agent_spawned", json_pack("{s:s}", "name", name));
                         break;
                 }

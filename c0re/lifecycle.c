@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "cleanup.h"
@@ -80,6 +81,9 @@ LifecycleJob *lifecycle_job_free(LifecycleJob *j)
         free((char *)j->agent.log_path);
         free((char *)j->agent.flake);
         strv_free(j->purge_dirs);
+        free(j->meta_agents);
+        strv_free(j->meta_names);
+        free(j->deployed_sha);
         free(j->error);
         free(j->log_tail);
         free(j);
@@ -102,6 +106,52 @@ static int ensure_started(LifecycleJob *j)
                         return r;
         }
         return b->ops->start(b, &j->agent, &j->error);
+}
+
+/* Spawn: adds the agent to the meta flake, pinned to its seed commit, and commits meta
+ * ("spawn <n> <sha12>").  Only the nixos-container backend builds from meta; elsewhere a
+ * host without nix skips this (the first approval adds the agent). */
+static int spawn_into_meta(LifecycleJob *j)
+{
+        char sha[REPOS_SHA_HEX + 1];
+        char *err = NULL;
+        int r = repos_applied_sha(j->cfg, j->agent.name, "main", sha, &err);
+        if (r < 0) {
+                free(j->error);
+                j->error = err;
+                return r;
+        }
+        meta_lock();
+        r = meta_write_flake(j->cfg, j->meta_agents, j->n_meta_agents, &err);
+        if (r >= 0) {
+                _cleanup_free_ char *log = NULL;
+                r = meta_lock_agent(j->cfg, j->agent.name, sha, &log, &err);
+        }
+        _cleanup_free_ char *msg = NULL;
+        if (r >= 0 && asprintf(&msg, "spawn %s %.12s", j->agent.name, sha) < 0)
+                r = -ENOMEM;
+        if (r >= 0)
+                r = meta_commit(j->cfg, msg, &err);
+        if (r < 0) {
+                _cleanup_free_ char *ignored = NULL;
+                (void)meta_restore(j->cfg, &ignored);
+        }
+        meta_unlock();
+        if (r < 0) {
+                bool needed = strcmp(j->backend->ops->name, "nixos-container") == 0;
+                if (needed) {
+                        free(j->error);
+                        j->error = err;
+                        return r;
+                }
+                log_warning("%s is not in the meta flake yet (its first approved change adds "
+                            "it): %s",
+                            j->agent.name, err ? err : strerror(-r));
+                free(err);
+                return 0;
+        }
+        j->deployed_sha = strdup(sha);
+        return 0;
 }
 
 static int purge(LifecycleJob *j)
@@ -132,6 +182,8 @@ static int run_op(LifecycleJob *j)
         case LIFECYCLE_SPAWN:
                 /* Its config repos first (kept from a tombstone if there is one). */
                 r = repos_create(j->cfg, a->name, &j->error);
+                if (r >= 0 && j->meta_agents)
+                        r = spawn_into_meta(j);
                 if (r < 0)
                         return r;
                 r = b->ops->create(b, a, &j->error);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "backend.h"
+#include "meta.h"
 
 typedef enum LifecycleOp {
         LIFECYCLE_CHECK,   /* status only (the crash watcher) */
@@ -31,11 +32,16 @@ typedef struct LifecycleJob {
         unsigned grace_sec; /* stop, restart */
         bool purge;         /* destroy */
         char **purge_dirs;  /* destroy with purge, purge: directories removed (NULL-terminated) */
+        /* spawn: every live agent (the new one included), for the meta flake */
+        MetaAgent *meta_agents;
+        size_t n_meta_agents;
+        char **meta_names; /* owns the names in meta_agents */
         /* results */
         int result;          /* 0 or a negative errno */
         char *error;         /* sentence when result < 0 */
         ContainerState seen; /* what the container looked like afterwards */
         char *log_tail;      /* last log lines, when it was found not running */
+        char *deployed_sha;  /* spawn: the seed commit it was deployed from */
         void *userdata;      /* the loop side's */
 } LifecycleJob;
 

@@ -81,6 +81,8 @@ class Daemon:
             args += ["--backend", "process"]
         if not any(a.startswith("--templates-dir") for a in args):
             args += ["--templates-dir", os.path.join(ROOT, "templates")]
+        if not any(a.startswith("--nixpkgs") for a in args):
+            args += ["--nixpkgs", os.path.join(ROOT, "tests", "fixtures", "nixpkgs-standin")]
         if "--harness" not in self.args and not any(a.startswith("--agent-command")
                                                     for a in args):
             args += ["--agent-command", "exec sleep 86400"]

@@ -80,7 +80,14 @@ def test_spawn_creates_the_repos(hv):
     assert os.path.exists(os.path.join(d.proposed, "agent.nix"))
     assert "a1" in open(os.path.join(d.proposed, "agent.nix")).read()
     assert git("-C", d.proposed, "remote") == "applied"
-    assert git("-C", d.applied, "rev-parse", "main") == git("-C", d.proposed, "rev-parse", "HEAD")
+    seed = git("-C", d.proposed, "rev-parse", "HEAD")
+    assert git("-C", d.applied, "rev-parse", "main") == seed
+    # The spawn put a1 into the meta flake, pinned to its seed, and recorded it as deployed.
+    assert git("-C", d.meta, "log", "-1", "--format=%s") == f"spawn a1 {seed[:12]}"
+    lock = json.loads(git("-C", d.meta, "show", "HEAD:flake.lock"))
+    assert lock["nodes"]["agent-a1"]["locked"]["rev"] == seed
+    row = [r for r in d.request({"cmd": "agent_status"})["agent_statuses"] if r["name"] == "a1"][0]
+    assert row["deployed_sha"] == seed[:12]
 
 
 def test_propose_approve_deploy(hv):
@@ -101,9 +108,20 @@ def test_propose_approve_deploy(hv):
     assert git("-C", d.applied, "rev-parse", f"proposal/{aid}^{{commit}}") == sha
     assert git("-C", d.applied, "rev-parse", "main") == base, "nothing moves before approval"
 
+    pidfile = os.path.join(d.run, "supervise", "a1.pid")
+    with open(pidfile) as f:
+        pid_before = f.read().split()[0]
     p = d.cli("approve", str(aid), check=0)
     assert "approved" in p.stdout
     wait_for(lambda: "phase" not in status(d, aid), timeout=60, what="the deploy")
+
+    def restarted():
+        try:
+            with open(pidfile) as f:
+                return f.read().split()[0] != pid_before
+        except OSError:
+            return False
+    wait_for(restarted, what="the container restarted on its new config")
     assert status(d, aid)["approval"]["status"] == "approved"
     for t in ("approved", "building", "deployed"):
         assert git("-C", d.applied, "rev-parse", f"{t}/{aid}^{{commit}}") == sha
