@@ -479,9 +479,10 @@ static void on_job_done(void *data)
                                   json_pack("{s:s, s:b}", "name", name, "purged", j->purge));
                 break;
         case LIFECYCLE_UPDATE:
-                if (live && r >= 0)
+                if (live && r >= 0) {
                         log_info("updated %s to its deployed config", j->agent.machine);
-                else if (live)
+                        (void)store_agent_set_needs_update(d->store, name, false);
+                } else if (live)
                         log_error("updating %s: %s", j->agent.machine, j->error);
                 if (live)
                         (void)store_agent_set_state(d->store, name, seen_status(j), NULL);

@@ -736,6 +736,28 @@ static int verb_request_spawn(DispatchCtx *ctx, json_t *req, json_t *resp)
         return json_object_set_new(resp, "id", json_integer(id)) < 0 ? -ENOMEM : 0;
 }
 
+static int verb_request_update_meta_inputs(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        int r = manager_only(ctx, ep, "request_update_meta_inputs");
+        if (r < 0)
+                return r;
+        _cleanup_free_ char *err = NULL;
+        int64_t id = 0;
+        r = approvals_request_update_meta_inputs(
+                ep->as->d, json_object_get(req, "inputs"),
+                json_string_value(json_object_get(req, "description")), &id, &err);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "%s", err ? err : strerror(-r));
+        return json_object_set_new(resp, "id", json_integer(id)) < 0 ? -ENOMEM : 0;
+}
+
+static const FieldSpec request_update_meta_inputs_fields[] = {
+        {"inputs", FT_ARRAY, false},
+        {"description", FT_STRING, false},
+        {NULL, 0, false},
+};
+
 static const FieldSpec request_apply_commit_fields[] = {
         {"agent", FT_STRING, true},
         {"commit_ref", FT_STRING, true},
@@ -820,6 +842,9 @@ static const VerbSpec agent_verbs[] = {
          "manager: propose a commit of an agent's config for approval"},
         {"request_spawn", verb_request_spawn, request_spawn_fields, 0,
          "manager: propose a new agent for approval"},
+        {"request_update_meta_inputs", verb_request_update_meta_inputs,
+         request_update_meta_inputs_fields, 0,
+         "manager: propose updating the meta flake's non-agent inputs"},
         {"count_pending_reminders", verb_count_pending_reminders, NULL, 0,
          "how many reminders are pending"},
 };

@@ -334,6 +334,52 @@ int approvals_request_spawn(Daemon *d, const char *name, const char *description
         return 0;
 }
 
+/* Input names as nix spells them, and never an agent's (those move only by deploys). */
+static bool input_name_ok(const char *s)
+{
+        size_t n = strlen(s);
+        if (n < 1 || n > 64 || strncmp(s, "agent-", 6) == 0)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+                      (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_'))
+                        return false;
+        return true;
+}
+
+int approvals_request_update_meta_inputs(Daemon *d, json_t *inputs, const char *description,
+                                         int64_t *ret_id, char **ret_error)
+{
+        if (inputs && !json_is_array(inputs))
+                return refuse(ret_error, -EINVAL, "\"inputs\" must be a list of input names");
+        size_t i;
+        json_t *v;
+        json_array_foreach(inputs, i, v)
+        {
+                const char *name = json_string_value(v);
+                if (!name || !input_name_ok(name))
+                        return refuse(ret_error, -EINVAL,
+                                      "\"%.64s\" is not an input of the meta flake that can be "
+                                      "updated (agent-<n> inputs move only by deploys)",
+                                      name ? name : "(not a string)");
+        }
+        _cleanup_free_ char *ref = json_dumps(inputs ? inputs : json_array(), JSON_COMPACT);
+        if (!ref)
+                return -ENOMEM;
+        int64_t id = 0;
+        int r = row_insert(d, MANAGER_AGENT, "update_meta_inputs", ref, NULL, NULL, description,
+                           NULL, &id);
+        if (r < 0)
+                return refuse(ret_error, r, "cannot record the request: %s", strerror(-r));
+        log_info("approval %lld: update meta inputs %s, waiting for the operator", (long long)id,
+                 ref);
+        daemon_post_event(d, "approval_added",
+                          json_pack("{s:I, s:s, s:s}", "id", (json_int_t)id, "agent", MANAGER_AGENT,
+                                    "kind", "update_meta_inputs"));
+        *ret_id = id;
+        return 0;
+}
+
 /* ---- reading ---- */
 
 int approvals_list(Daemon *d, json_t *arr)
@@ -568,6 +614,153 @@ static int snapshot_agents(Daemon *d, Deploy *x)
         return 0;
 }
 
+/* ---- updating meta inputs ---- */
+
+typedef struct Inputs {
+        Daemon *d;
+        int64_t id;
+        char **names; /* NULL: every non-agent input */
+        int result;
+        bool changed;
+        char *error;
+        char *log;
+} Inputs;
+
+/* The locked node of each named input (or of every non-agent one) in the meta work tree's
+ * flake.lock, as one JSON object; NULL when there is no lock. */
+static json_t *locked_inputs(const HiveConfig *cfg, char *const *names)
+{
+        _cleanup_free_ char *path = NULL;
+        if (asprintf(&path, "%s/meta/flake.lock", cfg->state_dir) < 0)
+                return NULL;
+        json_t *lock = json_load_file(path, 0, NULL);
+        json_t *nodes = json_object_get(lock, "nodes");
+        json_t *out = json_object();
+        const char *key;
+        json_t *node;
+        json_object_foreach(nodes, key, node)
+        {
+                bool wanted =
+                        !names ? strncmp(key, "agent-", 6) != 0 && strcmp(key, "root") != 0 : false;
+                for (char *const *n = names; n && *n; n++)
+                        wanted = wanted || strcmp(*n, key) == 0;
+                if (wanted && out)
+                        json_object_set(out, key, json_object_get(node, "locked"));
+        }
+        json_decref(lock);
+        return out;
+}
+
+static void inputs_run(void *data)
+{
+        Inputs *x = data;
+        const HiveConfig *cfg = x->d->cfg;
+        meta_lock();
+        json_t *before = locked_inputs(cfg, x->names);
+        int r = meta_update_inputs(cfg, x->names, &x->log, &x->error);
+        json_t *after = r >= 0 ? locked_inputs(cfg, x->names) : NULL;
+        x->changed = r >= 0 && !json_equal(before, after);
+        if (r >= 0 && x->changed) {
+                _cleanup_free_ char *msg = NULL;
+                _cleanup_free_ char *list = x->names ? NULL : strdup("all inputs");
+                if (x->names) {
+                        size_t len = 1;
+                        for (char **n = x->names; *n; n++)
+                                len += strlen(*n) + 1;
+                        list = calloc(1, len);
+                        for (char **n = x->names; list && *n; n++) {
+                                if (n != x->names)
+                                        strcat(list, " ");
+                                strcat(list, *n);
+                        }
+                }
+                if (!list ||
+                    asprintf(&msg, "update inputs %s (approval %lld)", list, (long long)x->id) < 0)
+                        r = -ENOMEM;
+                else
+                        r = meta_commit(cfg, msg, &x->error);
+        }
+        if (r < 0) {
+                _cleanup_free_ char *ignored = NULL;
+                (void)meta_restore(cfg, &ignored);
+        }
+        meta_unlock();
+        json_decref(before);
+        json_decref(after);
+        x->result = r;
+}
+
+static void inputs_done(void *data)
+{
+        Inputs *x = data;
+        Daemon *d = x->d;
+        Row row;
+        if (row_get(d, x->id, &row) == 0) {
+                const char *logtail = x->log ? tail_of(x->log, BUILD_LOG_TAIL) : NULL;
+                if (x->result >= 0) {
+                        (void)row_update(d,
+                                         "UPDATE approvals SET phase = NULL, build_log = ?2 "
+                                         "WHERE id = ?1",
+                                         x->id, logtail, NULL);
+                        if (x->changed)
+                                (void)store_agent_set_needs_update(d->store, NULL, true);
+                        log_info("approval %lld: meta inputs %s", (long long)x->id,
+                                 x->changed ? "updated; every agent needs an update"
+                                            : "already up to date");
+                        resolved(d, &row, "approved", NULL, NULL);
+                        _cleanup_strv_free_ char **names = NULL;
+                        if (x->changed && store_agent_names(d->store, &names) >= 0)
+                                for (char **n = names; *n; n++)
+                                        daemon_agent_changed(d, *n);
+                } else {
+                        (void)row_update(
+                                d,
+                                "UPDATE approvals SET status = 'failed', phase = NULL, "
+                                "note = ?2, build_log = ?3, resolved_at = ?4 WHERE id = ?1",
+                                x->id, x->error, logtail);
+                        log_error("approval %lld: updating the meta inputs failed: %s",
+                                  (long long)x->id, x->error ? x->error : strerror(-x->result));
+                        resolved(d, &row, "failed", NULL, NULL);
+                }
+                row_done(&row);
+        }
+        strv_free(x->names);
+        free(x->error);
+        free(x->log);
+        free(x);
+}
+
+static int approve_inputs(Daemon *d, const Row *row, char **ret_error)
+{
+        Inputs *x = calloc(1, sizeof(*x));
+        if (!x)
+                return -ENOMEM;
+        x->d = d;
+        x->id = row->id;
+        json_t *list = json_loads(row->commit_ref, 0, NULL);
+        size_t n = json_array_size(list);
+        if (n > 0) {
+                x->names = calloc(n + 1, sizeof(char *));
+                for (size_t i = 0; x->names && i < n; i++)
+                        x->names[i] = strdup(json_string_value(json_array_get(list, i)));
+        }
+        json_decref(list);
+        int r = n > 0 && !x->names ? -ENOMEM : 0;
+        if (r >= 0)
+                r = row_update(d,
+                               "UPDATE approvals SET status = 'approved', phase = 'prepare', "
+                               "resolved_at = ?4 WHERE id = ?1",
+                               row->id, NULL, NULL);
+        if (r >= 0)
+                r = worker_submit(d->worker, META_WORKER_KEY, inputs_run, inputs_done, x);
+        if (r < 0) {
+                strv_free(x->names);
+                free(x);
+                return refuse(ret_error, r, "cannot start the update: %s", strerror(-r));
+        }
+        return 0;
+}
+
 /* ---- decisions ---- */
 
 static int pending_row(Daemon *d, int64_t id, Row *ret, char **ret_error)
@@ -634,6 +827,11 @@ int approvals_approve(Daemon *d, int64_t id, char **ret_error)
                                  id, NULL, NULL);
                 row_done(&row);
                 return 0;
+        }
+        if (strcmp(row.kind, "update_meta_inputs") == 0) {
+                r = approve_inputs(d, &row, ret_error);
+                row_done(&row);
+                return r;
         }
         if (strcmp(row.kind, "apply_commit") != 0 || !row.fetched_sha) {
                 r = refuse(ret_error, -EOPNOTSUPP, "approvals of kind %s cannot be carried out yet",

@@ -27,6 +27,12 @@ int approvals_request_apply_commit(Daemon *d, const char *agent, const char *com
 int approvals_request_spawn(Daemon *d, const char *name, const char *description, int64_t *ret_id,
                             char **ret_error);
 
+/* inputs: a JSON array of input names of the meta flake (NULL or empty: every non-agent
+ * input).  Approving updates them in flake.lock, commits meta, and marks every agent
+ * needs_update when a locked input changed. */
+int approvals_request_update_meta_inputs(Daemon *d, json_t *inputs, const char *description,
+                                         int64_t *ret_id, char **ret_error);
+
 /* Every approval, newest first, in hyperhive's Approval shape, appended to arr. */
 int approvals_list(Daemon *d, json_t *arr);
 /* One approval with what the pipeline knows ({approval, phase?, diff?, build_log?}) put

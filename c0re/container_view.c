@@ -23,6 +23,7 @@ int container_view_row(const HiveConfig *cfg, const AgentRecord *a, AgentStatusR
                 .running = strcmp(a->status, "running") == 0,
                 .failed = strcmp(a->status, "failed") == 0,
                 .paused = a->paused,
+                .needs_update = a->needs_update,
         };
         int k = dup_opt(a->name, &r.name);
         if (k >= 0 && a->deployed_sha) {

@@ -128,7 +128,9 @@ static const char *const migrations[] = {
         "  build_log TEXT"
         ");"
         "CREATE INDEX approvals_open ON approvals(status) WHERE status = 'pending' "
-        "  OR phase IS NOT NULL;",
+        "  OR phase IS NOT NULL;"
+        /* a rebuild would change what the container runs (meta inputs were updated) */
+        "ALTER TABLE agents ADD COLUMN needs_update INTEGER NOT NULL DEFAULT 0;",
 };
 
 int store_sqlite_errno(Store *s, int rc, const char *what)
@@ -302,7 +304,7 @@ void agent_records_free(AgentRecord *a, size_t n)
 #define AGENT_COLUMNS                                                                              \
         "name, role, created_at, COALESCE(destroyed_at, 0), paused, parent, status, "              \
         "status_text, COALESCE(status_set_at, 0), active_model, COALESCE(port, 0), deployed_sha, " \
-        "wanted, failed_log"
+        "wanted, failed_log, needs_update"
 
 static int agent_from_row(sqlite3_stmt *st, AgentRecord *a)
 {
@@ -321,6 +323,7 @@ static int agent_from_row(sqlite3_stmt *st, AgentRecord *a)
                 .deployed_sha = col_strdup(st, 11),
                 .wanted = col_strdup(st, 12),
                 .failed_log = col_strdup(st, 13),
+                .needs_update = sqlite3_column_int(st, 14) != 0,
         };
         if (!a->name || !a->role || !a->status || !a->wanted) {
                 agent_record_done(a);
@@ -725,6 +728,15 @@ int store_agent_set_deployed(Store *s, const char *name, const char *sha)
                             "WHERE destroyed_at IS NULL AND name = ?1",
                             name, sha, 0, "set deployed sha");
         return r < 0 ? r : r > 0 ? 0 : -ENOENT;
+}
+
+int store_agent_set_needs_update(Store *s, const char *name, bool needs)
+{
+        int r = store_exec3(s,
+                            "UPDATE agents SET needs_update = ?3 "
+                            "WHERE destroyed_at IS NULL AND (?1 IS NULL OR name = ?1)",
+                            name, NULL, needs, "set needs_update");
+        return r < 0 ? r : 0;
 }
 
 int store_agent_destroy(Store *s, const char *name, bool purged)

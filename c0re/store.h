@@ -26,6 +26,7 @@ typedef struct AgentRecord {
         char *deployed_sha; /* full sha or NULL */
         char *wanted;       /* "stopped" or "running": what the daemon keeps it at */
         char *failed_log;   /* the last log lines kept when it was marked failed */
+        bool needs_update;  /* the meta inputs changed since it was last built */
 } AgentRecord;
 
 void agent_record_done(AgentRecord *a);
@@ -65,6 +66,8 @@ int store_agent_set_state(Store *s, const char *name, const char *status, const 
 int store_agent_set_failed(Store *s, const char *name, const char *log);
 /* Records the commit a live agent's container was last deployed from.  0 or -ENOENT. */
 int store_agent_set_deployed(Store *s, const char *name, const char *sha);
+/* Sets or clears needs_update of a live agent (every live agent when name is NULL). */
+int store_agent_set_needs_update(Store *s, const char *name, bool needs);
 /* Ends a live agent: its row stays as a tombstone (state kept) unless purged.  -ENOENT. */
 int store_agent_destroy(Store *s, const char *name, bool purged);
 /* Removes a live agent's row entirely (a spawn that failed).  -ENOENT. */

@@ -241,3 +241,53 @@ def test_request_spawn_approved_spawns(hv):
                          for e in manager_events(d)), what="approval_resolved")
     r = d.cli("request-spawn", "c3", check=1)
     assert "already exists" in r.stderr
+
+
+def test_update_meta_inputs_marks_agents(make_daemon, tmpbase):
+    nixpkgs = os.path.join(tmpbase, "nixpkgs")
+    shutil.copytree(STANDIN, nixpkgs)
+    d = make_daemon("--nixpkgs", nixpkgs)
+    d.cli("spawn", "a1", check=0)
+    d.cli("spawn", "b2", check=0)
+    meta = os.path.join(d.state, "meta")
+    m = AgentClient(os.path.join(d.run, "manager", "mcp.sock"))
+    for bad in (["agent-a1"], ["../x"], [3]):
+        r = m.req({"cmd": "request_update_meta_inputs", "inputs": bad})
+        assert r["ok"] is False and r["error_code"] == "EINVAL", (bad, r)
+    # Nothing changed upstream: approved, nothing committed, nobody needs an update.
+    head = git("-C", meta, "rev-parse", "HEAD")
+    r = m.req({"cmd": "request_update_meta_inputs", "inputs": ["nixpkgs"],
+               "description": "weekly bump"})
+    assert r["ok"] is True
+    [ap] = [a for a in d.request({"cmd": "pending"})["approvals"] if a["id"] == r["id"]]
+    assert ap["kind"] == "update_meta_inputs" and ap["commit_ref"] == '["nixpkgs"]'
+    d.request({"cmd": "approve", "id": r["id"]})
+    wait_for(lambda: "phase" not in status(d, r["id"]), timeout=60, what="the update")
+    assert status(d, r["id"])["approval"]["status"] == "approved"
+    assert git("-C", meta, "rev-parse", "HEAD") == head
+    rows = d.request({"cmd": "agent_status"})["agent_statuses"]
+    assert not any(x["needs_update"] for x in rows)
+    # nixpkgs moved: the lock is committed and every agent needs an update.
+    with open(os.path.join(nixpkgs, "flake.nix"), "a") as f:
+        f.write("# a newer nixpkgs\n")
+    r = m.req({"cmd": "request_update_meta_inputs"})
+    m.close()
+    d.request({"cmd": "approve", "id": r["id"]})
+    wait_for(lambda: "phase" not in status(d, r["id"]), timeout=60, what="the update")
+    assert status(d, r["id"])["approval"]["status"] == "approved"
+    assert git("-C", meta, "log", "-1", "--format=%s").startswith("update inputs all inputs")
+    assert git("-C", meta, "status", "--porcelain") == ""
+    rows = d.request({"cmd": "agent_status"})["agent_statuses"]
+    assert [x["needs_update"] for x in rows] == [True, True]
+    assert "+update" in d.cli("status", check=0).stdout
+    # A deploy of a1 updates its container: a1 no longer needs one, b2 still does.
+    sha = propose_change(d, GOOD)
+    m = AgentClient(os.path.join(d.run, "manager", "mcp.sock"))
+    aid = m.req({"cmd": "request_apply_commit", "agent": "a1", "commit_ref": sha})["id"]
+    m.close()
+    d.request({"cmd": "approve", "id": aid})
+    wait_for(lambda: not [x for x in d.request({"cmd": "agent_status"})["agent_statuses"]
+                          if x["name"] == "a1"][0]["needs_update"], timeout=60,
+             what="a1 updated")
+    assert [x for x in d.request({"cmd": "agent_status"})["agent_statuses"]
+            if x["name"] == "b2"][0]["needs_update"] is True
