@@ -8,27 +8,14 @@
 
 #include "backend.h"
 #include "cleanup.h"
+#include "fsutil.h"
 
 const char *const backend_names[] = {"nixos-container", "nspawn", "process", NULL};
 
 static bool on_path(const char *prog)
 {
-        if (strchr(prog, '/'))
-                return access(prog, X_OK) == 0;
-        const char *path = getenv("PATH");
-        if (!path || !*path)
-                path = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
-        _cleanup_free_ char *copy = strdup(path);
-        if (!copy)
-                return false;
-        char *save = NULL;
-        for (char *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
-                char full[4096];
-                snprintf(full, sizeof(full), "%s/%s", dir, prog);
-                if (access(full, X_OK) == 0)
-                        return true;
-        }
-        return false;
+        _cleanup_free_ char *p = fsutil_find_program(prog);
+        return p != NULL;
 }
 
 bool backend_available(const HiveConfig *cfg, const char *name, const char **ret_reason)
@@ -169,19 +156,7 @@ static char *find_harness(const char *prog)
                                 return p;
                 }
         }
-        const char *path = getenv("PATH");
-        if (!path || !*path)
-                path = "/usr/local/bin:/usr/bin:/bin";
-        _cleanup_free_ char *copy = strdup(path);
-        if (!copy)
-                return NULL;
-        char *save = NULL;
-        for (char *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
-                char *p = exec_in(dir, prog);
-                if (p)
-                        return p;
-        }
-        return NULL;
+        return fsutil_find_program(prog);
 }
 
 int backend_payload_argv(const Backend *b, const BackendAgent *a, char ***ret_argv, char **ret_dir,

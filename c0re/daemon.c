@@ -339,6 +339,10 @@ static int daemon_start(Daemon *d)
         r = approvals_recover(d);
         if (r < 0)
                 return log_error_errno(r, "cannot recover the approvals: %m");
+        _cleanup_free_ char *nix = fsutil_find_program("nix");
+        if (!nix)
+                log_warning("nix is not installed: approved config changes cannot be built, so "
+                            "they fail (Debian: apt-get install nix-bin)");
 
         r = scheduler_start(db, &d->scheduler, &d->scheduler_fd);
         if (r < 0)

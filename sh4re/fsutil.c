@@ -1,6 +1,7 @@
-/* Directory creation and removal. */
+/* Directory creation and removal, program lookup. */
 #include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,4 +94,26 @@ int fsutil_rm_rf(const char *path)
         if (r < 0)
                 return r;
         return rmdir(path) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+char *fsutil_find_program(const char *prog)
+{
+        if (strchr(prog, '/'))
+                return access(prog, X_OK) == 0 ? strdup(prog) : NULL;
+        const char *path = getenv("PATH");
+        if (!path || !*path)
+                path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+        _cleanup_free_ char *copy = strdup(path);
+        if (!copy)
+                return NULL;
+        char *save = NULL;
+        for (char *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+                char *full = NULL;
+                if (asprintf(&full, "%s/%s", dir, prog) < 0)
+                        return NULL;
+                if (access(full, X_OK) == 0)
+                        return full;
+                free(full);
+        }
+        return NULL;
 }

@@ -11,3 +11,7 @@ int fsutil_mkdir_p(const char *path, mode_t mode);
  * (a symlink is removed, not its target) and never leaving the file system of path.  A
  * missing path is fine.  Returns 0 or a negative errno. */
 int fsutil_rm_rf(const char *path);
+
+/* The executable prog: itself when it holds a '/', else the first match on $PATH (a default
+ * PATH when unset).  Returns it malloc'ed, or NULL when there is none (or out of memory). */
+char *fsutil_find_program(const char *prog);
