@@ -43,6 +43,7 @@ typedef struct Action {
         unsigned outstanding;
         int r;
         char *errors; /* "; "-joined sentences of the jobs that failed */
+        char *output; /* logs */
         Loop *loop;
 } Action;
 
@@ -57,6 +58,7 @@ typedef struct JobCtx {
 
 struct Actions {
         Daemon *d;
+        unsigned next_lines; /* the logs op's line count, passed through submit() */
         Transient *transients;
         uint64_t next_transient;
 };
@@ -209,8 +211,9 @@ static Action *action_new(Actions *a, ActionDoneFn done, void *userdata)
 static void action_complete(void *userdata)
 {
         Action *x = userdata;
-        x->done(x->userdata, x->r, x->errors);
+        x->done(x->userdata, x->r, x->errors, x->output);
         free(x->errors);
+        free(x->output);
         free(x);
 }
 
@@ -264,6 +267,7 @@ static int submit(Actions *a, Action *x, LifecycleOp op, const char *name, bool 
                 return -ENOMEM;
         }
         j->grace_sec = grace;
+        j->lines = a->next_lines;
         j->purge = purge;
         j->purge_dirs = purge_dirs;
         if (op == LIFECYCLE_SPAWN && snapshot_meta_agents(a, j) < 0) {
@@ -276,7 +280,7 @@ static int submit(Actions *a, Action *x, LifecycleOp op, const char *name, bool 
                       .fresh = fresh,
                       .crash_restart = crash_restart,
                       .job = j};
-        if (op != LIFECYCLE_CHECK)
+        if (op != LIFECYCLE_CHECK && op != LIFECYCLE_LOGS)
                 c->transient_id = transient_add(a, name, op);
         if (x)
                 x->outstanding++;
@@ -314,6 +318,16 @@ static int snapshot_meta_agents(Actions *a, LifecycleJob *j)
         j->n_meta_agents = n;
         agent_records_free(v, n);
         return 0;
+}
+
+/* submit() for one agent with a line count (logs). */
+static int submit_lines(Actions *a, Action *x, LifecycleOp op, const char *name, bool manager,
+                        int64_t port, unsigned grace, unsigned lines)
+{
+        a->next_lines = lines;
+        int r = submit(a, x, op, name, manager, port, grace, false, NULL, false, false);
+        a->next_lines = 0;
+        return r;
 }
 
 /* Sends a system event to the manager's inbox and wakes it. */
@@ -478,6 +492,8 @@ static void on_job_done(void *data)
                 daemon_post_event(d, "agent_destroyed",
                                   json_pack("{s:s, s:b}", "name", name, "purged", j->purge));
                 break;
+        case LIFECYCLE_LOGS:
+                break;
         case LIFECYCLE_UPDATE:
                 if (live && r >= 0) {
                         log_info("updated %s to its deployed config", j->agent.machine);
@@ -495,7 +511,7 @@ static void on_job_done(void *data)
                 break;
         }
         daemon_agent_changed(d, name);
-        if (j->op != LIFECYCLE_CHECK)
+        if (j->op != LIFECYCLE_CHECK && j->op != LIFECYCLE_LOGS)
                 daemon_post_event(d, "container_op",
                                   r < 0 ? json_pack("{s:s, s:s, s:b, s:s}", "name", name, "op",
                                                     lifecycle_op_to_string(j->op), "ok", 0, "error",
@@ -503,6 +519,8 @@ static void on_job_done(void *data)
                                         : json_pack("{s:s, s:s, s:b}", "name", name, "op",
                                                     lifecycle_op_to_string(j->op), "ok", 1));
         agent_record_done(&rec);
+        if (j->op == LIFECYCLE_LOGS && c->action && j->log_tail)
+                c->action->output = TAKE_PTR(j->log_tail);
         action_job_finished(c->action, r, j->error);
         lifecycle_job_free(j);
 }
@@ -772,18 +790,40 @@ int actions_purge_tombstone(Actions *a, const char *name, ActionDoneFn done, voi
         return 0;
 }
 
-int actions_update(Actions *a, const char *name, char **ret_error)
+/* Runs op on one agent; done (may be NULL) when it ended. */
+static int run_one(Actions *a, LifecycleOp op, const char *name, unsigned lines, ActionDoneFn done,
+                   void *userdata, char **ret_error)
 {
         AgentRecord rec = {0};
         int r = lookup(a, name, &rec, ret_error);
         if (r < 0)
                 return r;
-        r = submit(a, NULL, LIFECYCLE_UPDATE, name, strcmp(rec.role, "manager") == 0, rec.port,
-                   (unsigned)a->d->cfg->stop_grace, false, NULL, false, false);
+        Action *x = done ? action_new(a, done, userdata) : NULL;
+        if (done && !x) {
+                agent_record_done(&rec);
+                return -ENOMEM;
+        }
+        r = submit_lines(a, x, op, rec.name, strcmp(rec.role, "manager") == 0, rec.port,
+                         (unsigned)a->d->cfg->stop_grace, lines);
         agent_record_done(&rec);
-        return r < 0 ? refuse(ret_error, r, "cannot queue the update of \"%s\": %s", name,
-                              strerror(-r))
-                     : 0;
+        if (r < 0) {
+                free(x);
+                return refuse(ret_error, r, "cannot queue the %s of \"%s\": %s",
+                              lifecycle_op_to_string(op), name, strerror(-r));
+        }
+        return 0;
+}
+
+int actions_update(Actions *a, const char *name, ActionDoneFn done, void *userdata,
+                   char **ret_error)
+{
+        return run_one(a, LIFECYCLE_UPDATE, name, 0, done, userdata, ret_error);
+}
+
+int actions_logs(Actions *a, const char *name, unsigned lines, ActionDoneFn done, void *userdata,
+                 char **ret_error)
+{
+        return run_one(a, LIFECYCLE_LOGS, name, lines, done, userdata, ret_error);
 }
 
 /* Writes or removes <state>/agents/<n>/state/hyperhive-paused, the marker the harness reads. */

@@ -20,8 +20,9 @@
 typedef struct Actions Actions;
 
 /* Called once per action on the loop thread: r is 0 or a negative errno, error a sentence
- * when r < 0 (valid during the call only). */
-typedef void (*ActionDoneFn)(void *userdata, int r, const char *error);
+ * when r < 0, output what the action produced (logs), else NULL (valid during the call
+ * only). */
+typedef void (*ActionDoneFn)(void *userdata, int r, const char *error, const char *output);
 
 int actions_new(Daemon *d, Actions **ret);
 /* Stops (SIGTERM, short grace) the containers the daemon supervises itself, so none outlives
@@ -44,9 +45,14 @@ int actions_destroy(Actions *a, const char *name, bool purge, ActionDoneFn done,
                     char **ret_error);
 int actions_purge_tombstone(Actions *a, const char *name, ActionDoneFn done, void *userdata,
                             char **ret_error);
-/* After a deploy: rebuilds name's container from the meta flake and restarts it if it runs.
- * Runs in the background (a transient "updating"); its outcome is logged and published. */
-int actions_update(Actions *a, const char *name, char **ret_error);
+/* Rebuilds name's container from the meta flake and restarts it if it runs (after a deploy,
+ * or the manager's `update`).  A transient "updating"; done may be NULL (the outcome is
+ * logged and published either way). */
+int actions_update(Actions *a, const char *name, ActionDoneFn done, void *userdata,
+                   char **ret_error);
+/* The last lines (1..500) of name's console or journal, as done's output. */
+int actions_logs(Actions *a, const char *name, unsigned lines, ActionDoneFn done, void *userdata,
+                 char **ret_error);
 /* Writes or removes the pause marker (<state>/agents/<n>/state/hyperhive-paused) and records
  * it; immediate, idempotent, works on a stopped container. */
 int actions_set_paused(Actions *a, const char *name, bool paused, char **ret_error);

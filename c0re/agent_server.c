@@ -13,6 +13,7 @@
 
 #include "actions.h"
 #include "agent_server.h"
+#include "errors.h"
 #include "approvals.h"
 #include "broker.h"
 #include "cleanup.h"
@@ -752,6 +753,100 @@ static int verb_request_update_meta_inputs(DispatchCtx *ctx, json_t *req, json_t
         return json_object_set_new(resp, "id", json_integer(id)) < 0 ? -ENOMEM : 0;
 }
 
+/* ---- the manager's container verbs: answered when the operation ended ---- */
+
+static void manager_action_done(void *userdata, int r, const char *error, const char *output)
+{
+        json_t *resp = r < 0 ? proto_error_new(error ? error : strerror(-r), hive_errno_name(r))
+                             : proto_response_new();
+        if (resp && r >= 0 && output)
+                json_object_set_new(resp, "logs", json_string(output));
+        server_waiter_reply(userdata, resp);
+}
+
+typedef enum { MGR_KILL, MGR_START, MGR_RESTART, MGR_UPDATE, MGR_LOGS } ManagerOp;
+
+static int manager_op(DispatchCtx *ctx, json_t *req, ManagerOp op, const char *verb)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        int r = manager_only(ctx, ep, verb);
+        if (r < 0)
+                return r;
+        Daemon *d = ep->as->d;
+        const char *name =
+                json_string_value(json_object_get(req, op == MGR_LOGS ? "agent" : "name"));
+        if (op != MGR_LOGS && (strcmp(name, MANAGER_AGENT) == 0 || strcmp(name, MANAGER_NAME) == 0))
+                return dispatch_fail(ctx, -EPERM, "the manager cannot %s itself", verb);
+        json_t *jl = json_object_get(req, "lines");
+        int64_t lines = jl ? json_integer_value(jl) : 50;
+        if (lines < 1 || lines > 500)
+                return dispatch_fail(ctx, -EINVAL, "\"lines\" must be from 1 to 500");
+        if (!ctx->origin)
+                return dispatch_fail(ctx, -EOPNOTSUPP, "this verb needs a connection");
+        ServerWaiter *w = server_waiter_new(ctx->origin);
+        if (!w)
+                return -ENOMEM;
+        _cleanup_free_ char *err = NULL;
+        char *one[] = {(char *)name, NULL};
+        switch (op) {
+        case MGR_KILL:
+                r = actions_stop(d->actions, one, true, manager_action_done, w, &err);
+                break;
+        case MGR_START:
+                r = actions_start(d->actions, one, manager_action_done, w, &err);
+                break;
+        case MGR_RESTART:
+                r = actions_restart(d->actions, name, manager_action_done, w, &err);
+                break;
+        case MGR_UPDATE:
+                r = actions_update(d->actions, name, manager_action_done, w, &err);
+                break;
+        case MGR_LOGS:
+                r = actions_logs(d->actions, name, (unsigned)lines, manager_action_done, w, &err);
+                break;
+        }
+        if (r >= 0)
+                return DISPATCH_PARKED;
+        server_waiter_cancel(w);
+        return dispatch_fail(ctx, r, "%s", err ? err : strerror(-r));
+}
+
+static int verb_kill(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        return manager_op(ctx, req, MGR_KILL, "kill");
+}
+
+static int verb_start(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        return manager_op(ctx, req, MGR_START, "start");
+}
+
+static int verb_restart(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        return manager_op(ctx, req, MGR_RESTART, "restart");
+}
+
+static int verb_update(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        return manager_op(ctx, req, MGR_UPDATE, "update");
+}
+
+static int verb_get_logs(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        return manager_op(ctx, req, MGR_LOGS, "get_logs");
+}
+
+static const FieldSpec manager_name_fields[] = {
+        {"name", FT_STRING, true},
+        {NULL, 0, false},
+};
+
+static const FieldSpec get_logs_fields[] = {
+        {"agent", FT_STRING, true},
+        {"lines", FT_INT, false},
+        {NULL, 0, false},
+};
+
 static const FieldSpec request_update_meta_inputs_fields[] = {
         {"inputs", FT_ARRAY, false},
         {"description", FT_STRING, false},
@@ -842,6 +937,14 @@ static const VerbSpec agent_verbs[] = {
          "manager: propose a commit of an agent's config for approval"},
         {"request_spawn", verb_request_spawn, request_spawn_fields, 0,
          "manager: propose a new agent for approval"},
+        {"kill", verb_kill, manager_name_fields, 0, "manager: stop an agent's container"},
+        {"start", verb_start, manager_name_fields, 0, "manager: start an agent's container"},
+        {"restart", verb_restart, manager_name_fields, 0,
+         "manager: stop and start an agent's container"},
+        {"update", verb_update, manager_name_fields, 0,
+         "manager: rebuild an agent's container from the meta flake"},
+        {"get_logs", verb_get_logs, get_logs_fields, 0,
+         "manager: the last lines of an agent's console or journal"},
         {"request_update_meta_inputs", verb_request_update_meta_inputs,
          request_update_meta_inputs_fields, 0,
          "manager: propose updating the meta flake's non-agent inputs"},

@@ -573,7 +573,7 @@ static void deploy_done(void *data)
                 daemon_agent_changed(d, x->agent);
                 /* Update the container and restart it on the new config. */
                 _cleanup_free_ char *err = NULL;
-                if (actions_update(d->actions, x->agent, &err) < 0)
+                if (actions_update(d->actions, x->agent, NULL, NULL, &err) < 0)
                         log_error("cannot update %s to its new config: %s", x->agent,
                                   err ? err : "?");
         } else {
@@ -784,7 +784,7 @@ typedef struct SpawnWait {
         int64_t id;
 } SpawnWait;
 
-static void spawn_done(void *userdata, int r, const char *error)
+static void spawn_done(void *userdata, int r, const char *error, const char *output)
 {
         SpawnWait *w = userdata;
         Row row;

@@ -171,59 +171,21 @@ static int verb_version(DispatchCtx *ctx, json_t *req, json_t *resp)
 
 /* ---- container lifecycle: answered when the operation finished ---- */
 
-/* A parked host.sock request waiting for an action.  Two references: the action's done
- * callback and the connection's drop callback (which clears sc when the client left). */
-typedef struct Waiter {
-        ServerConn *sc;
-        unsigned refs;
-} Waiter;
-
-static void waiter_unref(Waiter *w)
+/* An action's outcome, answered on the parked request. */
+static void waiter_done(void *userdata, int r, const char *error, const char *output)
 {
-        if (--w->refs == 0)
-                free(w);
-}
-
-static void waiter_dropped(void *data, bool dropped)
-{
-        Waiter *w = data;
-        w->sc = NULL;
-        waiter_unref(w);
-}
-
-static void waiter_done(void *userdata, int r, const char *error)
-{
-        Waiter *w = userdata;
-        if (w->sc) {
-                json_t *resp =
-                        r < 0 ? proto_error_new(error ? error : strerror(-r), hive_errno_name(r))
-                              : proto_response_new();
-                ServerConn *sc = w->sc;
-                w->sc = NULL;
-                server_conn_reply(sc, resp);
-        }
-        waiter_unref(w);
-}
-
-static Waiter *waiter_new(DispatchCtx *ctx)
-{
-        Waiter *w = calloc(1, sizeof(*w));
-        if (!w)
-                return NULL;
-        w->sc = ctx->origin;
-        w->refs = 2;
-        server_conn_on_drop(w->sc, waiter_dropped, w);
-        return w;
+        server_waiter_reply(
+                userdata, r < 0 ? proto_error_new(error ? error : strerror(-r), hive_errno_name(r))
+                                : proto_response_new());
 }
 
 /* Finishes a handler that started an action: parked, or the refusal with its sentence. */
-static int action_started(DispatchCtx *ctx, Waiter *w, int r, char *error)
+static int action_started(DispatchCtx *ctx, ServerWaiter *w, int r, char *error)
 {
         _cleanup_free_ char *e = error;
         if (r >= 0)
                 return DISPATCH_PARKED;
-        /* Refused before anything happened: answer now; the drop callback frees w. */
-        waiter_unref(w);
+        server_waiter_cancel(w); /* refused before anything happened: answer now */
         return dispatch_fail(ctx, r, "%s", e ? e : strerror(-r));
 }
 
@@ -231,7 +193,7 @@ static int action_started(DispatchCtx *ctx, Waiter *w, int r, char *error)
 #define WAITER_OR_FAIL(ctx, w)                                                                     \
         if (!(ctx)->origin)                                                                        \
                 return dispatch_fail(ctx, -EOPNOTSUPP, "this verb needs a connection");            \
-        Waiter *w = waiter_new(ctx);                                                               \
+        ServerWaiter *w = server_waiter_new((ctx)->origin);                                        \
         if (!w)                                                                                    \
                 return -ENOMEM;
 

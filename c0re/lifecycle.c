@@ -20,7 +20,7 @@ static const char *const op_names[] = {
         [LIFECYCLE_SPAWN] = "spawn",     [LIFECYCLE_START] = "start",
         [LIFECYCLE_STOP] = "stop",       [LIFECYCLE_RESTART] = "restart",
         [LIFECYCLE_DESTROY] = "destroy", [LIFECYCLE_PURGE] = "purge",
-        [LIFECYCLE_UPDATE] = "update",
+        [LIFECYCLE_UPDATE] = "update",   [LIFECYCLE_LOGS] = "logs",
 };
 
 static const char *const op_transients[] = {
@@ -28,7 +28,7 @@ static const char *const op_transients[] = {
         [LIFECYCLE_SPAWN] = "spawning",     [LIFECYCLE_START] = "starting",
         [LIFECYCLE_STOP] = "stopping",      [LIFECYCLE_RESTART] = "restarting",
         [LIFECYCLE_DESTROY] = "destroying", [LIFECYCLE_PURGE] = "purging",
-        [LIFECYCLE_UPDATE] = "updating",
+        [LIFECYCLE_UPDATE] = "updating",    [LIFECYCLE_LOGS] = "reading logs",
 };
 
 const char *lifecycle_op_to_string(LifecycleOp op)
@@ -212,6 +212,8 @@ static int run_op(LifecycleJob *j)
                 return purge(j);
         case LIFECYCLE_PURGE:
                 return purge(j);
+        case LIFECYCLE_LOGS:
+                return b->ops->logs ? b->ops->logs(b, a, j->lines, &j->log_tail) : -EOPNOTSUPP;
         case LIFECYCLE_UPDATE: {
                 ContainerState st = CONTAINER_GONE;
                 r = b->ops->status(b, a, &st, &j->error);
@@ -236,7 +238,7 @@ void lifecycle_run(LifecycleJob *j)
             asprintf(&j->error, "%s of %s failed: %s", lifecycle_op_to_string(j->op),
                      j->agent.machine, strerror(-j->result)) < 0)
                 j->error = NULL;
-        if (j->op == LIFECYCLE_PURGE)
+        if (j->op == LIFECYCLE_PURGE || j->op == LIFECYCLE_LOGS)
                 return;
         _cleanup_free_ char *ignored = NULL;
         ContainerState st = CONTAINER_GONE;

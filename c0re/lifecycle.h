@@ -18,6 +18,7 @@ typedef enum LifecycleOp {
         LIFECYCLE_DESTROY, /* destroy the container; with purge also its kept state */
         LIFECYCLE_PURGE,   /* remove the kept state of a destroyed agent */
         LIFECYCLE_UPDATE,  /* rebuild from the meta flake; restart it if it runs */
+        LIFECYCLE_LOGS,    /* the last `lines` lines of its log, into log_tail */
 } LifecycleOp;
 
 const char *lifecycle_op_to_string(LifecycleOp op);
@@ -30,6 +31,7 @@ typedef struct LifecycleJob {
         const HiveConfig *cfg;
         BackendAgent agent; /* strings owned by the job */
         unsigned grace_sec; /* stop, restart */
+        unsigned lines;     /* logs */
         bool purge;         /* destroy */
         char **purge_dirs;  /* destroy with purge, purge: directories removed (NULL-terminated) */
         /* spawn: every live agent (the new one included), for the meta flake */

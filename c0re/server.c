@@ -132,6 +132,52 @@ void server_conn_reply(ServerConn *sc, json_t *resp)
         reply_line(sc, line, len);
 }
 
+struct ServerWaiter {
+        ServerConn *sc; /* NULL once the client left or the answer went out */
+        unsigned refs;  /* the handler's side and the connection's drop callback */
+};
+
+static void waiter_unref(ServerWaiter *w)
+{
+        if (--w->refs == 0)
+                free(w);
+}
+
+static void waiter_dropped(void *data, bool dropped)
+{
+        ServerWaiter *w = data;
+        w->sc = NULL;
+        waiter_unref(w);
+}
+
+ServerWaiter *server_waiter_new(ServerConn *sc)
+{
+        if (!sc)
+                return NULL;
+        ServerWaiter *w = calloc(1, sizeof(*w));
+        if (!w)
+                return NULL;
+        *w = (ServerWaiter){.sc = sc, .refs = 2};
+        server_conn_on_drop(sc, waiter_dropped, w);
+        return w;
+}
+
+void server_waiter_reply(ServerWaiter *w, json_t *resp)
+{
+        ServerConn *sc = w->sc;
+        if (sc) {
+                w->sc = NULL;
+                server_conn_reply(sc, resp);
+        } else
+                json_decref(resp);
+        waiter_unref(w);
+}
+
+void server_waiter_cancel(ServerWaiter *w)
+{
+        waiter_unref(w);
+}
+
 void server_conn_on_drop(ServerConn *sc, ServerDropFn fn, void *data)
 {
         drop_finish(sc, false);

@@ -43,6 +43,16 @@ unsigned server_n_connections(const Server *s);
 
 /* Answers the request that a handler parked on sc (ctx->origin); takes resp. */
 void server_conn_reply(ServerConn *sc, json_t *resp);
+/* The answer slot of a request a handler parked, which outlives the client going away: the
+ * handler makes one before returning DISPATCH_PARKED, and later replies through it (the
+ * answer is dropped if the client left).  NULL for a NULL sc (no connection to answer on). */
+typedef struct ServerWaiter ServerWaiter;
+ServerWaiter *server_waiter_new(ServerConn *sc);
+/* Answers (taking resp) and frees w. */
+void server_waiter_reply(ServerWaiter *w, json_t *resp);
+/* The handler answered at once after all (a refusal): frees w's half. */
+void server_waiter_cancel(ServerWaiter *w);
+
 /* Guards the answer now being produced on sc (see ServerDropFn). */
 void server_conn_on_drop(ServerConn *sc, ServerDropFn fn, void *data);
 /* Turns sc into a push stream after its answer: it stays open, reads nothing more, and

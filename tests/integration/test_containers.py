@@ -422,3 +422,32 @@ def test_empty_agent_command_is_refused(tmpbase):
     p = subprocess.run([BIN, "serve", "--state-dir", tmpbase, "--agent-command", "",
                         "--check-config"], capture_output=True, text=True)
     assert p.returncode == 2 and "--agent-command" in p.stderr
+
+
+def test_manager_container_verbs(make_daemon):
+    d = make_daemon("--agent-command", "echo hello from $HIVE_LABEL; exec sleep 86400")
+    d.backend = "process"
+    d.cli("spawn", "a1", check=0)
+    m = AgentClient(os.path.join(d.run, "manager", "mcp.sock"))
+    assert m.req({"cmd": "kill", "name": "a1"}) == {"version": 1, "ok": True}
+    assert row(d, "a1")["running"] is False
+    assert m.req({"cmd": "start", "name": "a1"})["ok"] is True
+    assert row(d, "a1")["running"] is True
+    assert m.req({"cmd": "restart", "name": "a1"})["ok"] is True
+    assert m.req({"cmd": "update", "name": "a1"})["ok"] is True
+    assert row(d, "a1")["running"] is True
+    r = m.req({"cmd": "get_logs", "agent": "a1", "lines": 5})
+    assert r["ok"] is True and "hello from a1" in r["logs"]
+    for req, code in [({"cmd": "kill", "name": "hm1nd"}, "EPERM"),
+                      ({"cmd": "restart", "name": "manager"}, "EPERM"),
+                      ({"cmd": "start", "name": "ghost"}, "ENOENT"),
+                      ({"cmd": "get_logs", "agent": "a1", "lines": 0}, "EINVAL"),
+                      ({"cmd": "get_logs", "agent": "a1", "lines": 501}, "EINVAL")]:
+        r = m.req(req)
+        assert r["ok"] is False and r["error_code"] == code, (req, r)
+    m.close()
+    a = AgentClient(os.path.join(d.run, "agents", "a1", "mcp.sock"))
+    r = a.req({"cmd": "kill", "name": "a1"})
+    assert r["ok"] is False and r["error_code"] == "EACCES"
+    a.close()
+    assert row(d, "a1")["running"] is True
