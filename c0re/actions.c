@@ -510,7 +510,8 @@ static void on_job_done(void *data)
                 }
                 break;
         }
-        daemon_agent_changed(d, name);
+        if (j->op != LIFECYCLE_LOGS)
+                daemon_agent_changed(d, name);
         if (j->op != LIFECYCLE_CHECK && j->op != LIFECYCLE_LOGS)
                 daemon_post_event(d, "container_op",
                                   r < 0 ? json_pack("{s:s, s:s, s:b, s:s}", "name", name, "op",

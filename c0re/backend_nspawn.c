@@ -2,7 +2,9 @@
  * that is a supervised child of the daemon.  The container's root is a skeleton in
  * <state>/containers/<machine>/root/ (empty usr/ with the host's /usr bound read-only over
  * it, the host's bin/lib symlinks, a minimal etc/); /state and /run/hive are bound from the
- * agent's dirs, the harness (when not --agent-command) read-only at /opt/hive/bin.
+ * agent's dirs, the harness (when not --agent-command) read-only at /opt/hive/bin.  The
+ * manager also gets the agents' config repos: <state>/agents at /agents (read-write, it edits
+ * the proposed repos), <state>/applied and <state>/meta read-only at /applied and /meta.
  *
  * Record dirs, priv (a Supervisor) and the operations that do not differ (init, done,
  * destroy, status, list, logs) come from backend_process_ops; run enters the running
@@ -36,6 +38,16 @@
 /* Top-level host paths replicated in the root: symlinks copied as they are (merged /usr),
  * real directories bound read-only at start. */
 static const char *const host_tops[] = {"bin", "sbin", "lib", "lib32", "lib64", "libx32"};
+
+/* What only the manager sees: <state>/<dir> bound at /<dir>. */
+static const struct {
+        const char *dir;
+        bool read_only;
+} manager_binds[] = {
+        {"agents", false}, /* the proposed config repos, which it edits */
+        {"applied", true}, /* the applied repos with the daemon's tags */
+        {"meta", true},    /* the meta flake */
+};
 
 static void set_error(char **ret_error, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void set_error(char **ret_error, const char *fmt, ...)
@@ -160,6 +172,47 @@ static int nspawn_create(Backend *b, const BackendAgent *a, char **ret_error)
         return 0;
 }
 
+/* The host path of manager_binds[i], malloc'ed (NULL: out of memory). */
+static char *manager_bind_path(const Backend *b, size_t i)
+{
+        char *p = NULL;
+        if (asprintf(&p, "%s/%s", b->cfg->state_dir, manager_binds[i].dir) < 0)
+                return NULL;
+        return p;
+}
+
+/* For the manager: creates the host dirs of manager_binds (0755 when missing) and their
+ * mount points in root.  0 or a negative errno, with a sentence. */
+static int manager_prepare(const Backend *b, const BackendAgent *a, const char *root,
+                           char **ret_error)
+{
+        _cleanup_close_ int dfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        if (dfd < 0) {
+                int r = -errno;
+                set_error(ret_error, "cannot start %s: cannot open its root %s: %s", a->machine,
+                          root, strerror(-r));
+                return r;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(manager_binds); i++) {
+                _cleanup_free_ char *host = manager_bind_path(b, i);
+                if (!host)
+                        return -ENOMEM;
+                int r = fsutil_mkdir_p(host, 0755);
+                if (r < 0) {
+                        set_error(ret_error, "cannot start %s: cannot create %s: %s", a->machine,
+                                  host, strerror(-r));
+                        return r;
+                }
+                r = mkdir_at(dfd, manager_binds[i].dir, 0755);
+                if (r < 0) {
+                        set_error(ret_error, "cannot start %s: cannot create %s/%s: %s", a->machine,
+                                  root, manager_binds[i].dir, strerror(-r));
+                        return r;
+                }
+        }
+        return 0;
+}
+
 static int nspawn_update(Backend *b, const BackendAgent *a, char **ret_error)
 {
         return 0;
@@ -225,6 +278,12 @@ static int nspawn_argv(Backend *b, const BackendAgent *a, Argv *v, char **ret_er
                                   a->machine, binds[i]);
                         return -EINVAL;
                 }
+        if (a->manager && strchr(b->cfg->state_dir, ':')) {
+                set_error(ret_error,
+                          "cannot start %s: systemd-nspawn cannot bind %s/agents (it holds a ':')",
+                          a->machine, b->cfg->state_dir);
+                return -EINVAL;
+        }
 
         argv_addf(v, "systemd-nspawn");
         argv_addf(v, "--quiet");
@@ -250,6 +309,9 @@ static int nspawn_argv(Backend *b, const BackendAgent *a, Argv *v, char **ret_er
         argv_addf(v, "--bind=%s:/run/hive", a->sock_dir);
         if (harness_dir)
                 argv_addf(v, "--bind-ro=%s:/opt/hive/bin", harness_dir);
+        for (size_t i = 0; a->manager && i < ELEMENTSOF(manager_binds); i++)
+                argv_addf(v, "--bind%s=%s/%s:/%s", manager_binds[i].read_only ? "-ro" : "",
+                          b->cfg->state_dir, manager_binds[i].dir, manager_binds[i].dir);
         argv_addf(v, "--kill-signal=SIGTERM");
         argv_addf(v, "--chdir=/state");
         for (char **e = env; *e; e++)
@@ -299,6 +361,14 @@ static int nspawn_start(Backend *b, const BackendAgent *a, char **ret_error)
                                   dirs[i], strerror(-r));
                         return r;
                 }
+        }
+        if (a->manager) {
+                _cleanup_free_ char *root = root_dir(b, a->machine);
+                if (!root)
+                        return -ENOMEM;
+                r = manager_prepare(b, a, root, ret_error);
+                if (r < 0)
+                        return r;
         }
         /* nspawn itself needs little: the payload's environment goes in by --setenv */
         const char *path = getenv("PATH");

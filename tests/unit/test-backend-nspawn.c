@@ -1,6 +1,7 @@
 /* Unit tests for c0re/backend_nspawn.c with the real systemd-nspawn (as root; skipped
  * otherwise): the root skeleton, isolation of the payload, its environment, run inside the
- * container, stop of payloads that trap or ignore SIGTERM, exit callbacks. */
+ * container, stop of payloads that trap or ignore SIGTERM, exit callbacks, the manager's
+ * extra mounts. */
 #include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -367,6 +368,115 @@ static void test_payload_exiting_at_once_fails_start(void **state)
         assert_int_equal(state_of(fx), CONTAINER_DOWN);
 }
 
+/* What a payload sees of the manager's mounts, as "/agents=rw /applied=EROFS ...": rw when a
+ * file could be created there, the errno's name when not, missing when the path is not there.
+ * Also copies /meta/flake.nix (when there) to /state/flake. */
+#define MOUNTS_PROBE                                                                               \
+        "exec /usr/bin/python3 -c '\n"                                                             \
+        "import errno, os, signal, time\n"                                                         \
+        "signal.signal(signal.SIGTERM, lambda *_: os._exit(0))\n"                                  \
+        "def probe(d):\n"                                                                          \
+        "    if not os.path.lexists(d):\n"                                                         \
+        "        return \"missing\"\n"                                                             \
+        "    try:\n"                                                                               \
+        "        open(d + \"/written-by-\" + os.environ[\"HIVE_LABEL\"], \"w\").close()\n"         \
+        "        return \"rw\"\n"                                                                  \
+        "    except OSError as e:\n"                                                               \
+        "        return errno.errorcode.get(e.errno, str(e.errno))\n"                              \
+        "seen = \" \".join(d + \"=\" + probe(d) for d in (\"/agents\", \"/applied\", "             \
+        "\"/meta\"))\n"                                                                            \
+        "if os.path.exists(\"/meta/flake.nix\"):\n"                                                \
+        "    open(\"/state/flake\", \"w\").write(open(\"/meta/flake.nix\").read())\n"              \
+        "open(\"/state/mounts.tmp\", \"w\").write(seen + \"\\n\")\n"                               \
+        "os.rename(\"/state/mounts.tmp\", \"/state/mounts\")\n"                                    \
+        "time.sleep(1000)\n"                                                                       \
+        "'"
+
+static void test_manager_sees_config_repos(void **state)
+{
+        if (!nspawn_usable())
+                skip();
+        Fx *fx = *state;
+        fx->cfg.agent_command = strdup(MOUNTS_PROBE);
+        BackendAgent m = {
+                .name = "hm1nd",
+                .machine = "hm1nd",
+                .manager = true,
+                .port = 8000,
+                .state_dir = path_in(fx->cfg.state_dir, "agents/hm1nd/state"),
+                .sock_dir = path_in(fx->cfg.run_dir, "manager"),
+                .log_path = path_in(fx->cfg.state_dir, "agents/hm1nd/console.log"),
+        };
+        /* the meta flake exists already; applied/ and agents/ are created by start */
+        char *meta = path_in(fx->cfg.state_dir, "meta");
+        char *flake = path_in(meta, "flake.nix");
+        assert_int_equal(mkdir(fx->cfg.state_dir, 0755), 0);
+        assert_int_equal(mkdir(meta, 0755), 0);
+        assert_int_equal(tu_write_file(flake, "{ outputs = _: { }; }\n"), 0);
+
+        char *err = NULL;
+        expect_ok(fx->b->ops->create(fx->b, &m, &err), err);
+        expect_ok(fx->b->ops->create(fx->b, &fx->a, &err), err);
+        expect_ok(fx->b->ops->start(fx->b, &m, &err), err);
+        expect_ok(fx->b->ops->start(fx->b, &fx->a, &err), err);
+
+        const char *host_dirs[] = {"agents", "applied", "meta"};
+        for (size_t i = 0; i < sizeof(host_dirs) / sizeof(host_dirs[0]); i++) {
+                char *p = path_in(fx->cfg.state_dir, host_dirs[i]);
+                struct stat st;
+                assert_int_equal(stat(p, &st), 0);
+                assert_true(S_ISDIR(st.st_mode));
+                assert_int_equal(st.st_mode & 07777, 0755);
+                free(p);
+        }
+
+        /* the manager writes /agents (seen on the host), cannot write /applied or /meta */
+        char *mounts = path_in(m.state_dir, "mounts");
+        if (!tu_wait_file(mounts, "\n", 5000)) {
+                char *log = tu_read_file(m.log_path, NULL);
+                fprintf(stderr, "no %s; the manager's log:\n%s", mounts, log ? log : "");
+                free(log);
+                fail();
+        }
+        char *text = tu_read_file(mounts, NULL);
+        assert_string_equal(text, "/agents=rw /applied=EROFS /meta=EROFS\n");
+        free(text);
+        free(mounts);
+        char *written = path_in(fx->cfg.state_dir, "agents/written-by-hm1nd");
+        assert_int_equal(access(written, F_OK), 0);
+        free(written);
+        char *copy = path_in(m.state_dir, "flake");
+        text = tu_read_file(copy, NULL);
+        assert_string_equal(text, "{ outputs = _: { }; }\n");
+        free(text);
+        free(copy);
+        written = path_in(meta, "written-by-hm1nd");
+        assert_int_equal(access(written, F_OK), -1);
+        free(written);
+
+        /* a sub-agent sees none of them, and its root has no mount points for them */
+        mounts = path_in(fx->a.state_dir, "mounts");
+        assert_true(tu_wait_file(mounts, "\n", 5000));
+        text = tu_read_file(mounts, NULL);
+        assert_string_equal(text, "/agents=missing /applied=missing /meta=missing\n");
+        free(text);
+        free(mounts);
+        char *root = path_in(fx->cfg.state_dir, "containers/h-a1/root/agents");
+        assert_int_equal(access(root, F_OK), -1);
+        free(root);
+
+        expect_ok(fx->b->ops->stop(fx->b, &m, 5, &err), err);
+        expect_ok(fx->b->ops->destroy(fx->b, &m, &err), err);
+        expect_ok(fx->b->ops->destroy(fx->b, &fx->a, &err), err);
+        /* destroy never touches the repos */
+        assert_int_equal(access(flake, F_OK), 0);
+        free((char *)m.state_dir);
+        free((char *)m.sock_dir);
+        free((char *)m.log_path);
+        free(flake);
+        free(meta);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -380,6 +490,7 @@ int main(void)
                                                 teardown),
                 cmocka_unit_test_setup_teardown(test_payload_exiting_at_once_fails_start, setup,
                                                 teardown),
+                cmocka_unit_test_setup_teardown(test_manager_sees_config_repos, setup, teardown),
         };
         int r = cmocka_run_group_tests_name("backend-nspawn", tests, NULL, NULL);
         if (r == 0 && !nspawn_usable()) {
