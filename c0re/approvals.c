@@ -470,6 +470,43 @@ static void on_phase(void *userdata)
         free(p);
 }
 
+typedef struct LogLine {
+        Daemon *d;
+        int64_t id;
+        char *line;
+} LogLine;
+
+static void on_log_line(void *userdata)
+{
+        LogLine *l = userdata;
+        daemon_post_event(l->d, "approval_build_log",
+                          json_pack("{s:I, s:s}", "id", (json_int_t)l->id, "line", l->line));
+        free(l->line);
+        free(l);
+}
+
+/* A line of build output (worker thread): published on the event bus as it comes. */
+static void build_line(void *userdata, int stream, const char *line, size_t len)
+{
+        Deploy *x = userdata;
+        LogLine *l = malloc(sizeof(*l));
+        char *copy = strndup(line, len < 4096 ? len : 4096);
+        if (!l || !copy) {
+                free(l);
+                free(copy);
+                return;
+        }
+        /* a build's output is not always UTF-8; the bus carries JSON strings */
+        for (char *p = copy; *p; p++)
+                if ((unsigned char)*p >= 0x80 || (unsigned char)*p < 0x20)
+                        *p = (*p == '\t') ? '\t' : '?';
+        *l = (LogLine){x->d, x->id, copy};
+        if (loop_post(x->d->loop, on_log_line, l) < 0) {
+                free(copy);
+                free(l);
+        }
+}
+
 /* Tells the loop the pipeline reached phase (worker thread). */
 static void post_phase(Deploy *x, const char *phase)
 {
@@ -513,7 +550,7 @@ static void deploy_run(void *data)
                 post_phase(x, "build");
                 free(x->log);
                 x->log = NULL;
-                r = meta_build(cfg, x->agent, &x->log, &err);
+                r = meta_build_lines(cfg, x->agent, build_line, x, &x->log, &err);
         }
         if (r >= 0) {
                 post_phase(x, "finalize");

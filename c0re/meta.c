@@ -531,8 +531,8 @@ static char *error_excerpt(const char *output)
  * the step in sentences ("nix build of a1").  -EIO when it exits non-zero (the sentence
  * quotes its last error lines), -ETIMEDOUT when it was killed at the deadline, -ENOENT/
  * -EACCES when it cannot be run. */
-static int run_in_meta(const HiveConfig *cfg, char *const argv[], const char *what, char **ret_log,
-                       char **ret_error)
+static int run_in_meta(const HiveConfig *cfg, char *const argv[], const char *what,
+                       ProcLineFn on_line, void *userdata, char **ret_log, char **ret_error)
 {
         _cleanup_free_ char *dir = meta_dir(cfg);
         _cleanup_free_ char *home = NULL;
@@ -547,7 +547,7 @@ static int run_in_meta(const HiveConfig *cfg, char *const argv[], const char *wh
                 return refuse(ret_error, r, "out of memory");
         uint64_t timeout_ms = cfg->op_timeout > 0 ? (uint64_t)cfg->op_timeout * 1000u : 0;
         _cleanup_(run_cleanup) BackendRun run = {0};
-        r = proc_run(argv, env, dir, timeout_ms, &run);
+        r = proc_run_lines(argv, env, dir, timeout_ms, on_line, userdata, &run);
         if (r == -ENOENT || r == -EACCES)
                 return refuse(ret_error, r, "cannot run %s for %s: %s", argv[0], what,
                               r == -ENOENT ? "it is not installed (not found on PATH)"
@@ -777,7 +777,7 @@ int meta_lock_agent(const HiveConfig *cfg, const char *name, const char *sha, ch
             asprintf(&what, "nix flake lock of %s at %.12s", input, sha) < 0)
                 return refuse(ret_error, -ENOMEM, "out of memory");
         char *const argv[] = {NIX, "flake", "lock", "--override-input", input, url, NULL};
-        r = run_in_meta(cfg, argv, what, ret_log, ret_error);
+        r = run_in_meta(cfg, argv, what, NULL, NULL, ret_log, ret_error);
         if (r < 0)
                 return r;
         /* nix only warns about an override of an input the flake does not have. */
@@ -831,10 +831,17 @@ int meta_update_inputs(const HiveConfig *cfg, char *const *inputs, char **ret_lo
                 argv[k++] = "--update-input";
                 argv[k++] = inputs ? inputs[i] : (char *)fixed_inputs[i];
         }
-        return run_in_meta(cfg, argv, "nix flake lock --update-input", ret_log, ret_error);
+        return run_in_meta(cfg, argv, "nix flake lock --update-input", NULL, NULL, ret_log,
+                           ret_error);
 }
 
 int meta_build(const HiveConfig *cfg, const char *name, char **ret_log, char **ret_error)
+{
+        return meta_build_lines(cfg, name, NULL, NULL, ret_log, ret_error);
+}
+
+int meta_build_lines(const HiveConfig *cfg, const char *name, ProcLineFn on_line, void *userdata,
+                     char **ret_log, char **ret_error)
 {
         int r = check_name(name, ret_error);
         if (r >= 0)
@@ -852,12 +859,12 @@ int meta_build(const HiveConfig *cfg, const char *name, char **ret_log, char **r
                         return refuse(ret_error, -ENOMEM, "out of memory");
                 char *const argv[] = {"/bin/sh", "-c",         cfg->builder, "sh",
                                       attr,      (char *)name, NULL};
-                return run_in_meta(cfg, argv, what, ret_log, ret_error);
+                return run_in_meta(cfg, argv, what, on_line, userdata, ret_log, ret_error);
         }
         if (asprintf(&what, "nix build of %s", name) < 0)
                 return refuse(ret_error, -ENOMEM, "out of memory");
         char *const argv[] = {NIX, "build", "--no-link", "--json", attr, NULL};
-        return run_in_meta(cfg, argv, what, ret_log, ret_error);
+        return run_in_meta(cfg, argv, what, on_line, userdata, ret_log, ret_error);
 }
 
 int meta_locked_rev(const HiveConfig *cfg, const char *name, char **ret_rev, char **ret_error)

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "proc.h"
 
 typedef struct MetaAgent {
         const char *name;
@@ -48,6 +49,9 @@ int meta_update_inputs(const HiveConfig *cfg, char *const *inputs, char **ret_lo
  * default builder: nix build --no-link); *ret_log: nix's output. -EIO when the build
  * fails. */
 int meta_build(const HiveConfig *cfg, const char *name, char **ret_log, char **ret_error);
+/* meta_build(), handing each output line to on_line while the build runs (progress). */
+int meta_build_lines(const HiveConfig *cfg, const char *name, ProcLineFn on_line, void *userdata,
+                     char **ret_log, char **ret_error);
 
 /* The locked rev of input agent-<name> in the work tree's flake.lock (NULL when none). */
 int meta_locked_rev(const HiveConfig *cfg, const char *name, char **ret_rev, char **ret_error);

@@ -39,6 +39,10 @@ typedef struct Capture {
         int fd; /* read end, O_NONBLOCK; -1 once at EOF */
         char *data;
         size_t len, cap;
+        size_t line_start; /* where the line not yet handed to on_line begins */
+        int stream;        /* 1 stdout, 2 stderr */
+        ProcLineFn on_line;
+        void *userdata;
 } Capture;
 
 static uint64_t now_ms(void)
@@ -53,8 +57,29 @@ static void capture_trim(Capture *c)
 {
         if (c->len <= PROC_OUTPUT_MAX)
                 return;
-        memmove(c->data, c->data + c->len - PROC_OUTPUT_MAX, PROC_OUTPUT_MAX);
+        size_t shift = c->len - PROC_OUTPUT_MAX;
+        memmove(c->data, c->data + shift, PROC_OUTPUT_MAX);
         c->len = PROC_OUTPUT_MAX;
+        c->line_start = c->line_start > shift ? c->line_start - shift : 0;
+}
+
+/* Hands the complete lines read so far to on_line; at EOF also an unterminated last one. */
+static void capture_lines(Capture *c, bool eof)
+{
+        if (!c->on_line)
+                return;
+        for (;;) {
+                char *nl = memchr(c->data + c->line_start, '\n', c->len - c->line_start);
+                if (!nl)
+                        break;
+                c->on_line(c->userdata, c->stream, c->data + c->line_start,
+                           (size_t)(nl - (c->data + c->line_start)));
+                c->line_start = (size_t)(nl - c->data) + 1;
+        }
+        if (eof && c->line_start < c->len) {
+                c->on_line(c->userdata, c->stream, c->data + c->line_start, c->len - c->line_start);
+                c->line_start = c->len;
+        }
 }
 
 /* Makes room for one more READ_CHUNK and a NUL.  Returns 0 or -ENOMEM. */
@@ -97,10 +122,12 @@ static int capture_read(Capture *c)
                 if (n == 0) {
                         close(c->fd);
                         c->fd = -1;
+                        capture_lines(c, true);
                         return 1;
                 }
                 c->len += (size_t)n;
                 total += (size_t)n;
+                capture_lines(c, false);
         }
         return 0;
 }
@@ -223,6 +250,12 @@ static int reap(pid_t pid, int *ret_status)
 int proc_run(char *const argv[], char *const envp[], const char *cwd, uint64_t timeout_ms,
              BackendRun *ret)
 {
+        return proc_run_lines(argv, envp, cwd, timeout_ms, NULL, NULL, ret);
+}
+
+int proc_run_lines(char *const argv[], char *const envp[], const char *cwd, uint64_t timeout_ms,
+                   ProcLineFn on_line, void *userdata, BackendRun *ret)
+{
         assert(argv && argv[0] && ret);
 
         _cleanup_close_ int cwd_fd = -1;
@@ -231,7 +264,10 @@ int proc_run(char *const argv[], char *const envp[], const char *cwd, uint64_t t
                 if (cwd_fd < 0)
                         return -errno;
         }
-        Capture cap[2] = {{.fd = -1}, {.fd = -1}};
+        Capture cap[2] = {
+                {.fd = -1, .stream = 1, .on_line = on_line, .userdata = userdata},
+                {.fd = -1, .stream = 2, .on_line = on_line, .userdata = userdata},
+        };
         _cleanup_close_ int out_w = -1, err_w = -1;
         int r = make_pipe(&cap[0].fd, &out_w);
         if (r < 0)

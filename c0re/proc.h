@@ -28,6 +28,15 @@
 int proc_run(char *const argv[], char *const envp[], const char *cwd, uint64_t timeout_ms,
              BackendRun *ret);
 
+/* Called with each complete line (without its '\n') as the child writes it; stream is 1 for
+ * stdout, 2 for stderr.  Runs on the caller's thread, inside proc_run_lines(). */
+typedef void (*ProcLineFn)(void *userdata, int stream, const char *line, size_t len);
+
+/* proc_run(), also handing every output line to on_line (NULL: none) while the child runs,
+ * for progress; the capture in *ret is the same. */
+int proc_run_lines(char *const argv[], char *const envp[], const char *cwd, uint64_t timeout_ms,
+                   ProcLineFn on_line, void *userdata, BackendRun *ret);
+
 /* Makes a fresh private (0700) directory under parent (NULL: $TMPDIR, else /tmp).  Returns 0
  * and its malloc'ed path, or a negative errno.  Remove it with fsutil_rm_rf, which follows no
  * symlink (tools leave `./.tmp` links into the store in their cwd). */

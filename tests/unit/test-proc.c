@@ -377,6 +377,42 @@ static void test_tmpdir_is_private_and_removal_does_not_follow_links(void **stat
         assert_null(tmp);
 }
 
+typedef struct Lines {
+        char text[4096];
+        size_t len;
+        unsigned calls;
+} Lines;
+
+static void collect(void *userdata, int stream, const char *line, size_t len)
+{
+        Lines *l = userdata;
+        l->len += (size_t)snprintf(l->text + l->len, sizeof(l->text) - l->len, "%d:%.*s|", stream,
+                                   (int)len, line);
+        l->calls++;
+}
+
+/* Lines reach the callback one by one, per stream, an unterminated last one included; the
+ * capture is the same as without a callback. */
+static void test_lines_are_handed_out(void **state)
+{
+        char *const argv[] = {"/bin/sh", "-c",
+                              "echo one; echo err1 >&2; printf 'two\nthree'; sleep 0.1; "
+                              "printf 'err2\n' >&2",
+                              NULL};
+        Lines l = {0};
+        BackendRun run = {0};
+        assert_int_equal(proc_run_lines(argv, NULL, NULL, 5000, collect, &l, &run), 0);
+        assert_int_equal(run.status, 0);
+        assert_string_equal(run.out, "one\ntwo\nthree");
+        assert_string_equal(run.err, "err1\nerr2\n");
+        assert_int_equal(l.calls, 5);
+        /* per stream in order; the two streams interleave as the child wrote them */
+        assert_non_null(strstr(l.text, "1:one|"));
+        assert_true(strstr(l.text, "1:two|") < strstr(l.text, "1:three|"));
+        assert_true(strstr(l.text, "2:err1|") < strstr(l.text, "2:err2|"));
+        backend_run_done(&run);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -392,6 +428,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_env_and_cwd, setup, teardown),
                 cmocka_unit_test(test_child_leads_its_session),
                 cmocka_unit_test(test_threads_at_once),
+                cmocka_unit_test(test_lines_are_handed_out),
                 cmocka_unit_test_setup_teardown(
                         test_tmpdir_is_private_and_removal_does_not_follow_links, setup, teardown),
         };
