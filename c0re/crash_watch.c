@@ -20,8 +20,6 @@ struct CrashWatch {
         pthread_mutex_t lock;
         pthread_cond_t cond;
         bool stopping;
-        char **kicked; /* names to check at once, NULL-terminated */
-        size_t n_kicked;
 };
 
 typedef struct Sweep {
@@ -42,12 +40,12 @@ static void on_sweep(void *userdata)
         free(s);
 }
 
-static void post_sweep(CrashWatch *cw, char **names)
+static void post_sweep(Daemon *d, char **names)
 {
         Sweep *s = malloc(sizeof(*s));
         if (s)
-                *s = (Sweep){cw->d, names};
-        if (!s || loop_post(cw->d->loop, on_sweep, s) < 0) {
+                *s = (Sweep){d, names};
+        if (!s || loop_post(d->loop, on_sweep, s) < 0) {
                 free(s);
                 strv_free(names);
         }
@@ -61,19 +59,10 @@ static void *crash_watch_thread(void *userdata)
         next.tv_sec += cw->interval_sec;
         pthread_mutex_lock(&cw->lock);
         while (!cw->stopping) {
-                if (cw->n_kicked > 0) {
-                        char **names = cw->kicked;
-                        cw->kicked = NULL;
-                        cw->n_kicked = 0;
-                        pthread_mutex_unlock(&cw->lock);
-                        post_sweep(cw, names);
-                        pthread_mutex_lock(&cw->lock);
-                        continue;
-                }
                 int r = pthread_cond_timedwait(&cw->cond, &cw->lock, &next);
                 if (r == ETIMEDOUT) {
                         pthread_mutex_unlock(&cw->lock);
-                        post_sweep(cw, NULL);
+                        post_sweep(cw->d, NULL);
                         pthread_mutex_lock(&cw->lock);
                         clock_gettime(CLOCK_MONOTONIC, &next);
                         next.tv_sec += cw->interval_sec;
@@ -116,27 +105,19 @@ CrashWatch *crash_watch_stop(CrashWatch *cw)
         pthread_cond_signal(&cw->cond);
         pthread_mutex_unlock(&cw->lock);
         pthread_join(cw->thread, NULL);
-        strv_free(cw->kicked);
         pthread_cond_destroy(&cw->cond);
         pthread_mutex_destroy(&cw->lock);
         free(cw);
         return NULL;
 }
 
-void crash_watch_kick(CrashWatch *cw, const char *name)
+void crash_watch_check_now(Daemon *d, const char *name)
 {
-        if (!cw)
-                return;
-        pthread_mutex_lock(&cw->lock);
-        char **v = realloc(cw->kicked, (cw->n_kicked + 2) * sizeof(char *));
-        if (v) {
-                cw->kicked = v;
-                v[cw->n_kicked] = strdup(name);
-                if (v[cw->n_kicked])
-                        cw->n_kicked++;
-                v[cw->n_kicked] = NULL;
-                pthread_cond_signal(&cw->cond);
+        char **names = calloc(2, sizeof(char *));
+        if (!names || !(names[0] = strdup(name))) {
+                free(names);
+                return; /* out of memory: the next sweep finds it */
         }
-        pthread_mutex_unlock(&cw->lock);
         log_debug("%s exited; checking it now", name);
+        post_sweep(d, names);
 }

@@ -184,7 +184,7 @@ static void on_scheduler(LoopSource *s, int fd, uint32_t events, void *userdata)
 static void on_container_exit(void *userdata, const char *name)
 {
         Daemon *d = userdata;
-        crash_watch_kick(d->crash_watch, name);
+        crash_watch_check_now(d, name);
 }
 
 static void on_signal(LoopSource *s, int fd, uint32_t events, void *userdata)
