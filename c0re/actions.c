@@ -17,6 +17,7 @@
 #include "backend.h"
 #include "broker.h"
 #include "cleanup.h"
+#include "errors.h"
 #include "fsutil.h"
 #include "lifecycle.h"
 #include "log.h"
@@ -88,32 +89,19 @@ bool actions_name_valid(const char *name)
         return true;
 }
 
-/* Sets *ret_error to a formatted sentence and returns r. */
-static int refuse(char **ret_error, int r, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-static int refuse(char **ret_error, int r, const char *fmt, ...)
-{
-        va_list ap;
-        va_start(ap, fmt);
-        if (vasprintf(ret_error, fmt, ap) < 0)
-                *ret_error = NULL;
-        va_end(ap);
-        return r;
-}
-
 #define NAME_RULE "1 to 9 characters of a-z, 0-9 and '-', not starting or ending with '-'"
 
 /* A name the operator may give for a new agent. */
 static int check_new_name(const char *name, char **ret_error)
 {
         if (!actions_name_valid(name))
-                return refuse(ret_error, -EINVAL, "\"%.64s\" is not a valid agent name: " NAME_RULE,
-                              name);
+                return hive_refuse(ret_error, -EINVAL,
+                                   "\"%.64s\" is not a valid agent name: " NAME_RULE, name);
         if (actions_name_reserved(name))
-                return refuse(ret_error, -EINVAL,
-                              "\"%s\" is reserved (manager, operator, hive, reminder, hm1nd, "
-                              "self) and cannot name an agent",
-                              name);
+                return hive_refuse(ret_error, -EINVAL,
+                                   "\"%s\" is reserved (manager, operator, hive, reminder, hm1nd, "
+                                   "self) and cannot name an agent",
+                                   name);
         return 0;
 }
 
@@ -121,15 +109,16 @@ static int check_new_name(const char *name, char **ret_error)
 static int lookup(Actions *a, const char *name, AgentRecord *ret, char **ret_error)
 {
         if (!actions_name_valid(name))
-                return refuse(ret_error, -EINVAL, "\"%.64s\" is not a valid agent name: " NAME_RULE,
-                              name);
+                return hive_refuse(ret_error, -EINVAL,
+                                   "\"%.64s\" is not a valid agent name: " NAME_RULE, name);
         int r = store_agent_get(a->d->store, name, ret);
         if (r == -ENOENT)
                 /* hyperhive's words: desktop clients show them as they are */
-                return refuse(ret_error, -ENOENT, "agent \"%s\" is not managed by this hive", name);
+                return hive_refuse(ret_error, -ENOENT, "agent \"%s\" is not managed by this hive",
+                                   name);
         if (r < 0)
-                return refuse(ret_error, r, "cannot look up \"%s\": %s (see the daemon's log)",
-                              name, strerror(-r));
+                return hive_refuse(ret_error, r, "cannot look up \"%s\": %s (see the daemon's log)",
+                                   name, strerror(-r));
         return 0;
 }
 
@@ -541,15 +530,16 @@ static int prepare_dirs(Actions *a, const char *name, bool manager, uint16_t *re
                 *ret_fresh = access(dir, F_OK) < 0;
         int r = fsutil_mkdir_p(state, 0700);
         if (r < 0)
-                return refuse(ret_error, r, "cannot create %s: %s", state, strerror(-r));
+                return hive_refuse(ret_error, r, "cannot create %s: %s", state, strerror(-r));
         if (manager) {
                 *ret_port = PORTS_MANAGER;
                 return 0;
         }
         r = ports_assign(a->d->cfg->state_dir, name, ret_port);
         if (r < 0)
-                return refuse(ret_error, r, "cannot assign a web port to \"%s\": %s", name,
-                              r == -EADDRNOTAVAIL ? "all 900 agent ports are taken" : strerror(-r));
+                return hive_refuse(ret_error, r, "cannot assign a web port to \"%s\": %s", name,
+                                   r == -EADDRNOTAVAIL ? "all 900 agent ports are taken"
+                                                       : strerror(-r));
         return 0;
 }
 
@@ -564,13 +554,14 @@ int actions_spawn(Actions *a, const char *name, const char *parent, ActionDoneFn
         r = store_agent_get(d->store, name, &rec);
         agent_record_done(&rec);
         if (r == 0)
-                return refuse(ret_error, -EEXIST, "an agent named \"%s\" already exists", name);
+                return hive_refuse(ret_error, -EEXIST, "an agent named \"%s\" already exists",
+                                   name);
         if (r != -ENOENT)
-                return refuse(ret_error, r, "cannot look up \"%s\": %s", name, strerror(-r));
+                return hive_refuse(ret_error, r, "cannot look up \"%s\": %s", name, strerror(-r));
         if (transient_for(a, name))
-                return refuse(ret_error, -EBUSY,
-                              "\"%s\" is still being %s; try again when that is done", name,
-                              "destroyed or purged");
+                return hive_refuse(ret_error, -EBUSY,
+                                   "\"%s\" is still being %s; try again when that is done", name,
+                                   "destroyed or purged");
         if (parent && strcmp(parent, MANAGER_AGENT) != 0) {
                 r = lookup(a, parent, &rec, ret_error);
                 agent_record_done(&rec);
@@ -579,7 +570,7 @@ int actions_spawn(Actions *a, const char *name, const char *parent, ActionDoneFn
         }
 
         if (!d->worker)
-                return refuse(ret_error, -ESHUTDOWN, "the daemon is shutting down");
+                return hive_refuse(ret_error, -ESHUTDOWN, "the daemon is shutting down");
         bool fresh = false;
         uint16_t port = 0;
         r = prepare_dirs(a, name, false, &port, &fresh, ret_error);
@@ -607,7 +598,7 @@ int actions_spawn(Actions *a, const char *name, const char *parent, ActionDoneFn
                         if (dir)
                                 (void)fsutil_rm_rf(dir);
                 }
-                return refuse(ret_error, r, "cannot spawn \"%s\": %s", name, strerror(-r));
+                return hive_refuse(ret_error, r, "cannot spawn \"%s\": %s", name, strerror(-r));
         }
         log_info("spawning %s (port %u)%s", name, port, fresh ? "" : ", reviving its kept state");
         return 0;
@@ -618,7 +609,8 @@ static int resolve(Actions *a, char **names, AgentRecord **ret, size_t *ret_n, c
 {
         if (!names) {
                 int r = store_agent_list(a->d->store, ret, ret_n);
-                return r < 0 ? refuse(ret_error, r, "cannot list agents: %s", strerror(-r)) : 0;
+                return r < 0 ? hive_refuse(ret_error, r, "cannot list agents: %s", strerror(-r))
+                             : 0;
         }
         size_t n = strv_length(names);
         AgentRecord *v = calloc(n ? n : 1, sizeof(*v));
@@ -728,8 +720,8 @@ int actions_destroy(Actions *a, const char *name, bool purge, ActionDoneFn done,
                     char **ret_error)
 {
         if (strcmp(name, MANAGER_AGENT) == 0 || strcmp(name, MANAGER_NAME) == 0)
-                return refuse(ret_error, -EPERM, "the manager (%s) cannot be destroyed",
-                              MANAGER_AGENT);
+                return hive_refuse(ret_error, -EPERM, "the manager (%s) cannot be destroyed",
+                                   MANAGER_AGENT);
         AgentRecord rec = {0};
         int r = lookup(a, name, &rec, ret_error);
         if (r < 0)
@@ -738,7 +730,7 @@ int actions_destroy(Actions *a, const char *name, bool purge, ActionDoneFn done,
         int64_t port = rec.port;
         agent_record_done(&rec);
         if (manager)
-                return refuse(ret_error, -EPERM, "the manager (%s) cannot be destroyed", name);
+                return hive_refuse(ret_error, -EPERM, "the manager (%s) cannot be destroyed", name);
         char **dirs = purge ? purge_dirs(a, name) : NULL;
         if (purge && !dirs)
                 return -ENOMEM;
@@ -751,8 +743,8 @@ int actions_destroy(Actions *a, const char *name, bool purge, ActionDoneFn done,
                    purge, dirs, false, false);
         if (r < 0) {
                 free(x);
-                return refuse(ret_error, r, "cannot queue the destroy of \"%s\": %s", name,
-                              strerror(-r));
+                return hive_refuse(ret_error, r, "cannot queue the destroy of \"%s\": %s", name,
+                                   strerror(-r));
         }
         return 0;
 }
@@ -767,15 +759,16 @@ int actions_purge_tombstone(Actions *a, const char *name, ActionDoneFn done, voi
         r = store_agent_get(a->d->store, name, &rec);
         agent_record_done(&rec);
         if (r == 0)
-                return refuse(ret_error, -EBUSY,
-                              "\"%s\" is a live agent, not a tombstone; destroy it first", name);
+                return hive_refuse(ret_error, -EBUSY,
+                                   "\"%s\" is a live agent, not a tombstone; destroy it first",
+                                   name);
         bool tomb = false;
         r = store_agent_tombstoned(a->d->store, name, &tomb);
         if (r < 0)
-                return refuse(ret_error, r, "cannot look up \"%s\": %s", name, strerror(-r));
+                return hive_refuse(ret_error, r, "cannot look up \"%s\": %s", name, strerror(-r));
         if (!tomb)
-                return refuse(ret_error, -ENOENT, "there is no kept state of \"%s\" to purge",
-                              name);
+                return hive_refuse(ret_error, -ENOENT, "there is no kept state of \"%s\" to purge",
+                                   name);
         char **dirs = purge_dirs(a, name);
         Action *x = dirs ? action_new(a, done, userdata) : NULL;
         if (!x) {
@@ -785,8 +778,8 @@ int actions_purge_tombstone(Actions *a, const char *name, ActionDoneFn done, voi
         r = submit(a, x, LIFECYCLE_PURGE, name, false, 0, 0, true, dirs, false, false);
         if (r < 0) {
                 free(x);
-                return refuse(ret_error, r, "cannot queue the purge of \"%s\": %s", name,
-                              strerror(-r));
+                return hive_refuse(ret_error, r, "cannot queue the purge of \"%s\": %s", name,
+                                   strerror(-r));
         }
         return 0;
 }
@@ -809,8 +802,8 @@ static int run_one(Actions *a, LifecycleOp op, const char *name, unsigned lines,
         agent_record_done(&rec);
         if (r < 0) {
                 free(x);
-                return refuse(ret_error, r, "cannot queue the %s of \"%s\": %s",
-                              lifecycle_op_to_string(op), name, strerror(-r));
+                return hive_refuse(ret_error, r, "cannot queue the %s of \"%s\": %s",
+                                   lifecycle_op_to_string(op), name, strerror(-r));
         }
         return 0;
 }
@@ -855,14 +848,14 @@ int actions_set_paused(Actions *a, const char *name, bool paused, char **ret_err
                 return r;
         r = paused_marker_set(a, name, paused);
         if (r < 0)
-                return refuse(ret_error,
-                              log_error_errno(r, "cannot %s the pause marker of %s: %m",
-                                              paused ? "write" : "remove", name),
-                              "cannot %s the pause marker of \"%s\": %s",
-                              paused ? "write" : "remove", name, strerror(-r));
+                return hive_refuse(ret_error,
+                                   log_error_errno(r, "cannot %s the pause marker of %s: %m",
+                                                   paused ? "write" : "remove", name),
+                                   "cannot %s the pause marker of \"%s\": %s",
+                                   paused ? "write" : "remove", name, strerror(-r));
         r = store_agent_set_paused(a->d->store, name, paused);
         if (r < 0)
-                return refuse(ret_error, r, "recording the pause failed: %s", strerror(-r));
+                return hive_refuse(ret_error, r, "recording the pause failed: %s", strerror(-r));
         daemon_agent_changed(a->d, name);
         log_info("%s %s", paused ? "paused" : "unpaused", name);
         return 0;

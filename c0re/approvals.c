@@ -13,6 +13,7 @@
 #include "approvals.h"
 #include "broker.h"
 #include "cleanup.h"
+#include "errors.h"
 #include "lifecycle.h"
 #include "log.h"
 #include "meta.h"
@@ -26,20 +27,6 @@
 #define BUILD_LOG_TAIL  (16u * 1024u) /* kept in the row and in failed/<id> */
 #define DIFF_MAX        (1024u * 1024u)
 #define META_WORKER_KEY "\x01meta" /* no agent can be called that */
-
-static int refuse(char **ret_error, int r, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-static int refuse(char **ret_error, int r, const char *fmt, ...)
-{
-        if (!ret_error)
-                return r;
-        va_list ap;
-        va_start(ap, fmt);
-        if (vasprintf(ret_error, fmt, ap) < 0)
-                *ret_error = NULL;
-        va_end(ap);
-        return r;
-}
 
 /* Passes a repos/meta error sentence on (taking it), or formats one. */
 static int pass(char **ret_error, int r, char *err, const char *what)
@@ -242,11 +229,12 @@ static void resolved(Daemon *d, const Row *r, const char *status, const char *sh
 static int live_agent(Daemon *d, const char *name, AgentRecord *ret, char **ret_error)
 {
         if (!actions_name_valid(name))
-                return refuse(ret_error, -EINVAL, "\"%.64s\" is not a valid agent name", name);
+                return hive_refuse(ret_error, -EINVAL, "\"%.64s\" is not a valid agent name", name);
         int r = store_agent_get(d->store, name, ret);
         if (r == -ENOENT)
-                return refuse(ret_error, r, "agent \"%s\" is not managed by this hive", name);
-        return r < 0 ? refuse(ret_error, r, "cannot look up \"%s\": %s", name, strerror(-r)) : 0;
+                return hive_refuse(ret_error, r, "agent \"%s\" is not managed by this hive", name);
+        return r < 0 ? hive_refuse(ret_error, r, "cannot look up \"%s\": %s", name, strerror(-r))
+                     : 0;
 }
 
 int approvals_request_apply_commit(Daemon *d, const char *agent, const char *commit_ref,
@@ -268,7 +256,8 @@ int approvals_request_apply_commit(Daemon *d, const char *agent, const char *com
         if (r < 0)
                 return pass(ret_error, r, err, "cannot fetch the commit into the applied repo");
         if (strcmp(sha, base) == 0)
-                return refuse(ret_error, -EALREADY, "%.12s is already deployed for %s", sha, agent);
+                return hive_refuse(ret_error, -EALREADY, "%.12s is already deployed for %s", sha,
+                                   agent);
         _cleanup_free_ char *diff = NULL;
         r = repos_diff(d->cfg, agent, base, sha, &diff, &err);
         if (r < 0)
@@ -279,7 +268,7 @@ int approvals_request_apply_commit(Daemon *d, const char *agent, const char *com
         int64_t id = 0;
         r = row_insert(d, agent, "apply_commit", commit_ref, sha, base, description, diff, &id);
         if (r < 0)
-                return refuse(ret_error, r, "cannot record the request: %s", strerror(-r));
+                return hive_refuse(ret_error, r, "cannot record the request: %s", strerror(-r));
         _cleanup_free_ char *tag = NULL, *msg = NULL;
         if (asprintf(&tag, "proposal/%lld", (long long)id) < 0 ||
             asprintf(&msg, "proposal %lld for %s%s%s\n", (long long)id, agent,
@@ -303,29 +292,31 @@ int approvals_request_spawn(Daemon *d, const char *name, const char *description
                             char **ret_error)
 {
         if (!actions_name_valid(name))
-                return refuse(ret_error, -EINVAL,
-                              "\"%.64s\" is not a valid agent name: 1 to 9 characters of a-z, "
-                              "0-9 and '-', not starting or ending with '-'",
-                              name);
+                return hive_refuse(ret_error, -EINVAL,
+                                   "\"%.64s\" is not a valid agent name: 1 to 9 characters of a-z, "
+                                   "0-9 and '-', not starting or ending with '-'",
+                                   name);
         if (actions_name_reserved(name))
-                return refuse(ret_error, -EINVAL, "\"%s\" is reserved and cannot name an agent",
-                              name);
+                return hive_refuse(ret_error, -EINVAL,
+                                   "\"%s\" is reserved and cannot name an agent", name);
         AgentRecord a = {0};
         int r = store_agent_get(d->store, name, &a);
         agent_record_done(&a);
         if (r == 0)
-                return refuse(ret_error, -EEXIST, "an agent named \"%s\" already exists", name);
+                return hive_refuse(ret_error, -EEXIST, "an agent named \"%s\" already exists",
+                                   name);
         int64_t pending = 0;
         r = store_query_int64(d->store,
                               "SELECT COUNT(*) FROM approvals WHERE kind = 'spawn' AND "
                               "status = 'pending' AND agent = ?1",
                               name, &pending);
         if (r >= 0 && pending > 0)
-                return refuse(ret_error, -EEXIST, "a spawn of \"%s\" is already waiting", name);
+                return hive_refuse(ret_error, -EEXIST, "a spawn of \"%s\" is already waiting",
+                                   name);
         int64_t id = 0;
         r = row_insert(d, name, "spawn", "", NULL, NULL, description, NULL, &id);
         if (r < 0)
-                return refuse(ret_error, r, "cannot record the request: %s", strerror(-r));
+                return hive_refuse(ret_error, r, "cannot record the request: %s", strerror(-r));
         log_info("approval %lld: spawn %s, waiting for the operator", (long long)id, name);
         daemon_post_event(
                 d, "approval_added",
@@ -351,17 +342,18 @@ int approvals_request_update_meta_inputs(Daemon *d, json_t *inputs, const char *
                                          int64_t *ret_id, char **ret_error)
 {
         if (inputs && !json_is_array(inputs))
-                return refuse(ret_error, -EINVAL, "\"inputs\" must be a list of input names");
+                return hive_refuse(ret_error, -EINVAL, "\"inputs\" must be a list of input names");
         size_t i;
         json_t *v;
         json_array_foreach(inputs, i, v)
         {
                 const char *name = json_string_value(v);
                 if (!name || !input_name_ok(name))
-                        return refuse(ret_error, -EINVAL,
-                                      "\"%.64s\" is not an input of the meta flake that can be "
-                                      "updated (agent-<n> inputs move only by deploys)",
-                                      name ? name : "(not a string)");
+                        return hive_refuse(
+                                ret_error, -EINVAL,
+                                "\"%.64s\" is not an input of the meta flake that can be "
+                                "updated (agent-<n> inputs move only by deploys)",
+                                name ? name : "(not a string)");
         }
         _cleanup_free_ char *ref = json_dumps(inputs ? inputs : json_array(), JSON_COMPACT);
         if (!ref)
@@ -370,7 +362,7 @@ int approvals_request_update_meta_inputs(Daemon *d, json_t *inputs, const char *
         int r = row_insert(d, MANAGER_AGENT, "update_meta_inputs", ref, NULL, NULL, description,
                            NULL, &id);
         if (r < 0)
-                return refuse(ret_error, r, "cannot record the request: %s", strerror(-r));
+                return hive_refuse(ret_error, r, "cannot record the request: %s", strerror(-r));
         log_info("approval %lld: update meta inputs %s, waiting for the operator", (long long)id,
                  ref);
         daemon_post_event(d, "approval_added",
@@ -408,10 +400,10 @@ int approvals_show(Daemon *d, int64_t id, json_t *resp, char **ret_error)
         Row row;
         int r = row_get(d, id, &row);
         if (r == -ENOENT)
-                return refuse(ret_error, r, "there is no approval %lld", (long long)id);
+                return hive_refuse(ret_error, r, "there is no approval %lld", (long long)id);
         if (r < 0)
-                return refuse(ret_error, r, "cannot read approval %lld: %s", (long long)id,
-                              strerror(-r));
+                return hive_refuse(ret_error, r, "cannot read approval %lld: %s", (long long)id,
+                                   strerror(-r));
         json_t *j = row_json(&row);
         int k = j ? json_object_set_new(resp, "approval", j) : -1;
         if (k == 0 && row.fetched_sha)
@@ -793,7 +785,7 @@ static int approve_inputs(Daemon *d, const Row *row, char **ret_error)
         if (r < 0) {
                 strv_free(x->names);
                 free(x);
-                return refuse(ret_error, r, "cannot start the update: %s", strerror(-r));
+                return hive_refuse(ret_error, r, "cannot start the update: %s", strerror(-r));
         }
         return 0;
 }
@@ -804,13 +796,13 @@ static int pending_row(Daemon *d, int64_t id, Row *ret, char **ret_error)
 {
         int r = row_get(d, id, ret);
         if (r == -ENOENT)
-                return refuse(ret_error, r, "there is no approval %lld", (long long)id);
+                return hive_refuse(ret_error, r, "there is no approval %lld", (long long)id);
         if (r < 0)
-                return refuse(ret_error, r, "cannot read approval %lld: %s", (long long)id,
-                              strerror(-r));
+                return hive_refuse(ret_error, r, "cannot read approval %lld: %s", (long long)id,
+                                   strerror(-r));
         if (strcmp(ret->status, "pending") != 0) {
-                r = refuse(ret_error, -EALREADY, "approval %lld is already %s", (long long)id,
-                           ret->status);
+                r = hive_refuse(ret_error, -EALREADY, "approval %lld is already %s", (long long)id,
+                                ret->status);
                 row_done(ret);
         }
         return r;
@@ -840,7 +832,7 @@ static void spawn_done(void *userdata, int r, const char *error, const char *out
 int approvals_approve(Daemon *d, int64_t id, char **ret_error)
 {
         if (!d->worker || !d->actions)
-                return refuse(ret_error, -ESHUTDOWN, "the daemon is shutting down");
+                return hive_refuse(ret_error, -ESHUTDOWN, "the daemon is shutting down");
         Row row;
         int r = pending_row(d, id, &row, ret_error);
         if (r < 0)
@@ -871,8 +863,8 @@ int approvals_approve(Daemon *d, int64_t id, char **ret_error)
                 return r;
         }
         if (strcmp(row.kind, "apply_commit") != 0 || !row.fetched_sha) {
-                r = refuse(ret_error, -EOPNOTSUPP, "approvals of kind %s cannot be carried out yet",
-                           row.kind);
+                r = hive_refuse(ret_error, -EOPNOTSUPP,
+                                "approvals of kind %s cannot be carried out yet", row.kind);
                 row_done(&row);
                 return r;
         }
@@ -903,7 +895,7 @@ int approvals_approve(Daemon *d, int64_t id, char **ret_error)
                 r = worker_submit(d->worker, META_WORKER_KEY, deploy_run, deploy_done, x);
         if (r < 0) {
                 deploy_free(x);
-                return refuse(ret_error, r, "cannot start the deploy: %s", strerror(-r));
+                return hive_refuse(ret_error, r, "cannot start the deploy: %s", strerror(-r));
         }
         log_info("approval %lld approved: deploying %.12s to %s", (long long)id, x->sha, x->agent);
         return 0;
@@ -941,7 +933,7 @@ int approvals_deny(Daemon *d, int64_t id, const char *note, char **ret_error)
                 resolved(d, &row, "denied", row.fetched_sha, tag);
         }
         row_done(&row);
-        return r < 0 ? refuse(ret_error, r, "cannot record the denial: %s", strerror(-r)) : 0;
+        return r < 0 ? hive_refuse(ret_error, r, "cannot record the denial: %s", strerror(-r)) : 0;
 }
 
 /* ---- recovery ---- */

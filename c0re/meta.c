@@ -29,7 +29,9 @@
 #include <jansson.h>
 
 #include "cleanup.h"
+#include "errors.h"
 #include "fsutil.h"
+#include "gitutil.h"
 #include "meta.h"
 #include "proc.h"
 #include "repos.h"
@@ -70,19 +72,6 @@ void meta_unlock(void)
         pthread_mutex_unlock(&meta_mutex);
 }
 
-#define DEFINE_GIT_CLEANUP(type)                                                                   \
-        static inline void type##_cleanup(git_##type **p)                                          \
-        {                                                                                          \
-                git_##type##_free(*p);                                                             \
-        }
-DEFINE_GIT_CLEANUP(repository)
-DEFINE_GIT_CLEANUP(commit)
-DEFINE_GIT_CLEANUP(tree)
-DEFINE_GIT_CLEANUP(tree_entry)
-DEFINE_GIT_CLEANUP(index)
-DEFINE_GIT_CLEANUP(reference)
-DEFINE_GIT_CLEANUP(signature)
-
 static inline void json_cleanup(json_t **p)
 {
         json_decref(*p);
@@ -99,46 +88,6 @@ static inline void run_cleanup(BackendRun *r)
         backend_run_done(r);
 }
 
-/* Sets *ret_error (when non-NULL) to a formatted sentence and returns r. */
-static int refuse(char **ret_error, int r, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-static int refuse(char **ret_error, int r, const char *fmt, ...)
-{
-        if (ret_error) {
-                va_list ap;
-                va_start(ap, fmt);
-                if (vasprintf(ret_error, fmt, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
-}
-
-/* The negative errno of libgit2 code gerr (< 0): the one place its codes are translated. */
-static int errno_from_git(int gerr)
-{
-        switch (gerr) {
-        case GIT_ENOTFOUND:
-                return -ENOENT;
-        case GIT_EEXISTS:
-                return -EEXIST;
-        case GIT_ELOCKED:
-                return -EBUSY;
-        case GIT_EOWNER:
-                return -EACCES;
-        default:
-                return -EIO;
-        }
-}
-
-/* Fails with the translation of gerr: *ret_error = "<what>: <libgit2's message>". */
-static int fail_git(char **ret_error, int gerr, const char *what)
-{
-        const git_error *e = git_error_last();
-        return refuse(ret_error, errno_from_git(gerr), "%s: %s", what,
-                      e && e->message ? e->message : "libgit2 error");
-}
-
 /* Agent names become attribute names, input names and path components: letters, digits,
  * '-' and '_', starting with a letter or digit. */
 static int check_name(const char *name, char **ret_error)
@@ -151,8 +100,8 @@ static int check_name(const char *name, char **ret_error)
                      c == '-' || c == '_';
         }
         if (!ok)
-                return refuse(ret_error, -EINVAL, "\"%.64s\" is not a valid agent name",
-                              name ? name : "");
+                return hive_refuse(ret_error, -EINVAL, "\"%.64s\" is not a valid agent name",
+                                   name ? name : "");
         return 0;
 }
 
@@ -162,13 +111,14 @@ static int check_state_dir(const HiveConfig *cfg, char **ret_error)
 {
         const char *s = cfg->state_dir;
         if (!s || s[0] != '/')
-                return refuse(ret_error, -EINVAL, "the state directory must be an absolute path");
+                return hive_refuse(ret_error, -EINVAL,
+                                   "the state directory must be an absolute path");
         if (s[strspn(s,
                      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+~@,=:")])
-                return refuse(ret_error, -EINVAL,
-                              "the state directory %s has characters nix cannot take in a "
-                              "git+file URL (use letters, digits and /._-+~@,=:)",
-                              s);
+                return hive_refuse(ret_error, -EINVAL,
+                                   "the state directory %s has characters nix cannot take in a "
+                                   "git+file URL (use letters, digits and /._-+~@,=:)",
+                                   s);
         return 0;
 }
 
@@ -177,9 +127,9 @@ static int check_sha(const char *sha, char **ret_error)
         size_t n = sha ? strlen(sha) : 0;
         bool ok = n == REPOS_SHA_HEX && strspn(sha, "0123456789abcdef") == n;
         if (!ok)
-                return refuse(ret_error, -EINVAL,
-                              "\"%.64s\" is not a commit sha (40 lowercase hex digits)",
-                              sha ? sha : "");
+                return hive_refuse(ret_error, -EINVAL,
+                                   "\"%.64s\" is not a commit sha (40 lowercase hex digits)",
+                                   sha ? sha : "");
         return 0;
 }
 
@@ -350,7 +300,7 @@ static int write_flake_at(const HiveConfig *cfg, const MetaAgent *agents, size_t
 {
         _cleanup_free_ const MetaAgent **sorted = calloc(n ? n : 1, sizeof(MetaAgent *));
         if (!sorted)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         for (size_t i = 0; i < n; i++) {
                 int r = check_name(agents[i].name, ret_error);
                 if (r < 0)
@@ -360,15 +310,15 @@ static int write_flake_at(const HiveConfig *cfg, const MetaAgent *agents, size_t
         qsort(sorted, n, sizeof(MetaAgent *), agent_cmp);
         for (size_t i = 1; i < n; i++)
                 if (strcmp(sorted[i - 1]->name, sorted[i]->name) == 0)
-                        return refuse(ret_error, -EINVAL, "agent \"%s\" is listed twice",
-                                      sorted[i]->name);
+                        return hive_refuse(ret_error, -EINVAL, "agent \"%s\" is listed twice",
+                                           sorted[i]->name);
         _cleanup_free_ char *text = flake_text(cfg, sorted, n);
         _cleanup_free_ char *path = meta_file(cfg, "flake.nix");
         if (!text || !path)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         int r = write_file_atomic(path, text);
         if (r < 0)
-                return refuse(ret_error, r, "cannot write %s: %s", path, strerror(-r));
+                return hive_refuse(ret_error, r, "cannot write %s: %s", path, strerror(-r));
         return 0;
 }
 
@@ -381,7 +331,7 @@ static int read_locked_rev(const HiveConfig *cfg, const char *input, char **ret_
 {
         _cleanup_free_ char *path = meta_file(cfg, "flake.lock");
         if (!path)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         json_error_t jerr;
         _cleanup_(json_cleanup) json_t *lock = json_load_file(path, 0, &jerr);
         if (!lock) {
@@ -389,13 +339,13 @@ static int read_locked_rev(const HiveConfig *cfg, const char *input, char **ret_
                         *ret_rev = NULL;
                         return 0;
                 }
-                return refuse(ret_error, -EBADMSG, "cannot read %s: %s (line %d)", path, jerr.text,
-                              jerr.line);
+                return hive_refuse(ret_error, -EBADMSG, "cannot read %s: %s (line %d)", path,
+                                   jerr.text, jerr.line);
         }
         json_t *nodes = json_object_get(lock, "nodes");
         const char *root = json_string_value(json_object_get(lock, "root"));
         if (!json_is_object(nodes) || !root)
-                return refuse(ret_error, -EBADMSG, "%s is not a flake lock file", path);
+                return hive_refuse(ret_error, -EBADMSG, "%s is not a flake lock file", path);
         /* The root's inputs map an input name to a node key (a list when it follows). */
         json_t *key =
                 json_object_get(json_object_get(json_object_get(nodes, root), "inputs"), input);
@@ -410,7 +360,7 @@ static int read_locked_rev(const HiveConfig *cfg, const char *input, char **ret_
         }
         char *copy = strdup(rev);
         if (!copy)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         *ret_rev = copy;
         return 0;
 }
@@ -537,34 +487,34 @@ static int run_in_meta(const HiveConfig *cfg, char *const argv[], const char *wh
         _cleanup_free_ char *dir = meta_dir(cfg);
         _cleanup_free_ char *home = NULL;
         if (!dir || asprintf(&home, "%s/.cache/nix-home", cfg->state_dir) < 0)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         int r = fsutil_mkdir_p(home, 0700);
         if (r < 0)
-                return refuse(ret_error, r, "cannot make %s: %s", home, strerror(-r));
+                return hive_refuse(ret_error, r, "cannot make %s: %s", home, strerror(-r));
         _cleanup_strv_free_ char **env = NULL;
         r = nix_env(home, &env);
         if (r < 0)
-                return refuse(ret_error, r, "out of memory");
+                return hive_refuse(ret_error, r, "out of memory");
         uint64_t timeout_ms = cfg->op_timeout > 0 ? (uint64_t)cfg->op_timeout * 1000u : 0;
         _cleanup_(run_cleanup) BackendRun run = {0};
         r = proc_run_lines(argv, env, dir, timeout_ms, on_line, userdata, &run);
         if (r == -ENOENT || r == -EACCES)
-                return refuse(ret_error, r, "cannot run %s for %s: %s", argv[0], what,
-                              r == -ENOENT ? "it is not installed (not found on PATH)"
-                                           : strerror(-r));
+                return hive_refuse(ret_error, r, "cannot run %s for %s: %s", argv[0], what,
+                                   r == -ENOENT ? "it is not installed (not found on PATH)"
+                                                : strerror(-r));
         if (r < 0 && r != -ETIMEDOUT)
-                return refuse(ret_error, r, "cannot run %s for %s: %s", argv[0], what,
-                              strerror(-r));
+                return hive_refuse(ret_error, r, "cannot run %s for %s: %s", argv[0], what,
+                                   strerror(-r));
         _cleanup_free_ char *output = run_output(&run);
         if (!output)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         if (r == -ETIMEDOUT)
-                r = refuse(ret_error, -ETIMEDOUT, "%s took longer than %lld s and was stopped",
-                           what, (long long)cfg->op_timeout);
+                r = hive_refuse(ret_error, -ETIMEDOUT, "%s took longer than %lld s and was stopped",
+                                what, (long long)cfg->op_timeout);
         else if (run.status != 0) {
                 _cleanup_free_ char *excerpt = error_excerpt(output);
-                r = refuse(ret_error, -EIO, "%s failed (exit status %d)%s%s", what, run.status,
-                           excerpt && *excerpt ? ": " : "", excerpt ? excerpt : "");
+                r = hive_refuse(ret_error, -EIO, "%s failed (exit status %d)%s%s", what, run.status,
+                                excerpt && *excerpt ? ": " : "", excerpt ? excerpt : "");
         }
         if (ret_log)
                 *ret_log = TAKE_PTR(output);
@@ -576,10 +526,10 @@ static int check_initialised(const HiveConfig *cfg, char **ret_error)
 {
         _cleanup_free_ char *path = meta_file(cfg, "flake.nix");
         if (!path)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         if (access(path, F_OK) < 0)
-                return refuse(ret_error, -errno, "the meta flake %s is missing: %s", path,
-                              strerror(errno));
+                return hive_refuse(ret_error, -errno, "the meta flake %s is missing: %s", path,
+                                   strerror(errno));
         return 0;
 }
 
@@ -590,15 +540,15 @@ static int open_meta(const HiveConfig *cfg, git_repository **ret, char **ret_err
 {
         int r = repos_global_init();
         if (r < 0)
-                return refuse(ret_error, r, "cannot initialise libgit2");
+                return hive_refuse(ret_error, r, "cannot initialise libgit2");
         _cleanup_free_ char *dir = meta_dir(cfg);
         if (!dir)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         int g = git_repository_open_ext(ret, dir, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL);
         if (g == GIT_ENOTFOUND)
-                return refuse(ret_error, -ENOENT, "there is no meta repo at %s", dir);
+                return hive_refuse(ret_error, -ENOENT, "there is no meta repo at %s", dir);
         if (g < 0)
-                return fail_git(ret_error, g, "cannot open the meta repo");
+                return gitutil_fail(ret_error, g, "cannot open the meta repo");
         return 0;
 }
 
@@ -608,12 +558,12 @@ static int main_commit(git_repository *repo, git_commit **ret, char **ret_error)
         git_oid oid;
         int g = git_reference_name_to_id(&oid, repo, MAIN_REF);
         if (g == GIT_ENOTFOUND)
-                return refuse(ret_error, -ENOENT, "the meta repo has no branch main");
+                return hive_refuse(ret_error, -ENOENT, "the meta repo has no branch main");
         if (g < 0)
-                return fail_git(ret_error, g, "cannot read main of the meta repo");
+                return gitutil_fail(ret_error, g, "cannot read main of the meta repo");
         g = git_commit_lookup(ret, repo, &oid);
         if (g < 0)
-                return fail_git(ret_error, g, "cannot read main of the meta repo");
+                return gitutil_fail(ret_error, g, "cannot read main of the meta repo");
         return 0;
 }
 
@@ -626,13 +576,13 @@ static int stage(git_repository *repo, git_oid *ret_tree, char **ret_error)
         if (g >= 0)
                 g = git_index_read(index, true); /* nix may have written it meanwhile */
         if (g < 0)
-                return fail_git(ret_error, g, "cannot read the meta repo's index");
+                return gitutil_fail(ret_error, g, "cannot read the meta repo's index");
         const char *workdir = git_repository_workdir(repo);
         static const char *const files[] = {"flake.nix", "flake.lock"};
         for (size_t i = 0; i < ELEMENTSOF(files); i++) {
                 _cleanup_free_ char *path = NULL;
                 if (asprintf(&path, "%s%s", workdir, files[i]) < 0)
-                        return refuse(ret_error, -ENOMEM, "out of memory");
+                        return hive_refuse(ret_error, -ENOMEM, "out of memory");
                 if (access(path, F_OK) == 0)
                         g = git_index_add_bypath(index, files[i]);
                 else {
@@ -641,13 +591,13 @@ static int stage(git_repository *repo, git_oid *ret_tree, char **ret_error)
                                 g = 0;
                 }
                 if (g < 0)
-                        return fail_git(ret_error, g, "cannot stage the meta flake");
+                        return gitutil_fail(ret_error, g, "cannot stage the meta flake");
         }
         g = git_index_write(index);
         if (g >= 0)
                 g = git_index_write_tree(ret_tree, index);
         if (g < 0)
-                return fail_git(ret_error, g, "cannot write the meta repo's index");
+                return gitutil_fail(ret_error, g, "cannot write the meta repo's index");
         return 0;
 }
 
@@ -660,7 +610,7 @@ static int commit_tree(git_repository *repo, const git_oid *tree_id, git_commit 
         _cleanup_free_ char *msg = NULL;
         size_t len = strlen(message);
         if (asprintf(&msg, "%s%s", message, len && message[len - 1] == '\n' ? "" : "\n") < 0)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         int g = git_tree_lookup(&tree, repo, tree_id);
         if (g >= 0)
                 g = git_signature_now(&sig, SIG_NAME, SIG_EMAIL);
@@ -670,7 +620,7 @@ static int commit_tree(git_repository *repo, const git_oid *tree_id, git_commit 
                 g = git_commit_create(&oid, repo, MAIN_REF, sig, sig, NULL, msg, tree,
                                       parent ? 1 : 0, parents);
         if (g < 0)
-                return fail_git(ret_error, g, "cannot commit to the meta repo");
+                return gitutil_fail(ret_error, g, "cannot commit to the meta repo");
         return 0;
 }
 
@@ -683,20 +633,20 @@ int meta_init(const HiveConfig *cfg, char **ret_error)
                 return r;
         r = repos_global_init();
         if (r < 0)
-                return refuse(ret_error, r, "cannot initialise libgit2");
+                return hive_refuse(ret_error, r, "cannot initialise libgit2");
         _cleanup_free_ char *dir = meta_dir(cfg);
         if (!dir)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         r = fsutil_mkdir_p(dir, 0755);
         if (r < 0)
-                return refuse(ret_error, r, "cannot make %s: %s", dir, strerror(-r));
+                return hive_refuse(ret_error, r, "cannot make %s: %s", dir, strerror(-r));
         for (size_t i = 0; i < ELEMENTSOF(stale_locks); i++) {
                 _cleanup_free_ char *lock = NULL;
                 if (asprintf(&lock, "%s/.git/%s", dir, stale_locks[i]) < 0)
-                        return refuse(ret_error, -ENOMEM, "out of memory");
+                        return hive_refuse(ret_error, -ENOMEM, "out of memory");
                 if (unlink(lock) < 0 && errno != ENOENT)
-                        return refuse(ret_error, -errno, "cannot remove the stale %s: %s", lock,
-                                      strerror(errno));
+                        return hive_refuse(ret_error, -errno, "cannot remove the stale %s: %s",
+                                           lock, strerror(errno));
         }
 
         _cleanup_(repository_cleanup) git_repository *repo = NULL;
@@ -708,7 +658,7 @@ int meta_init(const HiveConfig *cfg, char **ret_error)
                 g = git_repository_init_ext(&repo, dir, &opts);
         }
         if (g < 0)
-                return fail_git(ret_error, g, "cannot open or create the meta repo");
+                return gitutil_fail(ret_error, g, "cannot open or create the meta repo");
 
         git_oid oid;
         g = git_reference_name_to_id(&oid, repo, MAIN_REF);
@@ -729,12 +679,12 @@ int meta_init(const HiveConfig *cfg, char **ret_error)
                 if (g >= 0)
                         g = git_index_write_tree(&tree, index);
                 if (g < 0)
-                        return fail_git(ret_error, g, "cannot stage the first meta flake");
+                        return gitutil_fail(ret_error, g, "cannot stage the first meta flake");
                 r = commit_tree(repo, &tree, NULL, "meta: an empty hive", ret_error);
                 if (r < 0)
                         return r;
         } else if (g < 0)
-                return fail_git(ret_error, g, "cannot read main of the meta repo");
+                return gitutil_fail(ret_error, g, "cannot read main of the meta repo");
 
         /* HEAD stays on main, so nix and `git log` in the repo see what the daemon does. */
         _cleanup_(reference_cleanup) git_reference *head = NULL;
@@ -743,7 +693,8 @@ int meta_init(const HiveConfig *cfg, char **ret_error)
             strcmp(git_reference_symbolic_target(head), MAIN_REF) != 0) {
                 g = git_repository_set_head(repo, MAIN_REF);
                 if (g < 0)
-                        return fail_git(ret_error, g, "cannot point HEAD of the meta repo at main");
+                        return gitutil_fail(ret_error, g,
+                                            "cannot point HEAD of the meta repo at main");
         }
         return meta_restore(cfg, ret_error);
 }
@@ -775,7 +726,7 @@ int meta_lock_agent(const HiveConfig *cfg, const char *name, const char *sha, ch
         if (asprintf(&input, "agent-%s", name) < 0 ||
             asprintf(&url, "git+file://%s/applied/%s?rev=%s", cfg->state_dir, name, sha) < 0 ||
             asprintf(&what, "nix flake lock of %s at %.12s", input, sha) < 0)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         char *const argv[] = {NIX, "flake", "lock", "--override-input", input, url, NULL};
         r = run_in_meta(cfg, argv, what, NULL, NULL, ret_log, ret_error);
         if (r < 0)
@@ -786,12 +737,13 @@ int meta_lock_agent(const HiveConfig *cfg, const char *name, const char *sha, ch
         if (r < 0)
                 return r;
         if (!rev)
-                return refuse(ret_error, -ENOENT,
-                              "the meta flake has no input %s (agent \"%s\" is not in flake.nix)",
-                              input, name);
+                return hive_refuse(
+                        ret_error, -ENOENT,
+                        "the meta flake has no input %s (agent \"%s\" is not in flake.nix)", input,
+                        name);
         if (strcmp(rev, sha) != 0)
-                return refuse(ret_error, -EIO, "nix locked %s at %s instead of %s", input, rev,
-                              sha);
+                return hive_refuse(ret_error, -EIO, "nix locked %s at %s instead of %s", input, rev,
+                                   sha);
         return 0;
 }
 
@@ -808,11 +760,11 @@ int meta_update_inputs(const HiveConfig *cfg, char *const *inputs, char **ret_lo
                 if (known)
                         continue;
                 if (strncmp(inputs[i], "agent-", 6) == 0)
-                        return refuse(ret_error, -EINVAL,
-                                      "%.64s is an agent's input: it moves only with a deploy",
-                                      inputs[i]);
-                return refuse(ret_error, -ENOENT, "the meta flake has no input \"%.64s\"",
-                              inputs[i]);
+                        return hive_refuse(ret_error, -EINVAL,
+                                           "%.64s is an agent's input: it moves only with a deploy",
+                                           inputs[i]);
+                return hive_refuse(ret_error, -ENOENT, "the meta flake has no input \"%.64s\"",
+                                   inputs[i]);
         }
         if (n == 0)
                 return 0;
@@ -822,7 +774,7 @@ int meta_update_inputs(const HiveConfig *cfg, char *const *inputs, char **ret_lo
         /* nix flake lock --update-input X --update-input Y ... */
         _cleanup_free_ char **argv = calloc(3 + 2 * n + 1, sizeof(char *));
         if (!argv)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         size_t k = 0;
         argv[k++] = NIX;
         argv[k++] = "flake";
@@ -852,17 +804,17 @@ int meta_build_lines(const HiveConfig *cfg, const char *name, ProcLineFn on_line
                 return r;
         _cleanup_free_ char *attr = NULL, *what = NULL;
         if (asprintf(&attr, TOPLEVEL_FMT, name) < 0)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         if (cfg->builder) {
                 /* The operator's command: the attribute as $1, the agent's name as $2. */
                 if (asprintf(&what, "the builder (%.200s) for %s", cfg->builder, name) < 0)
-                        return refuse(ret_error, -ENOMEM, "out of memory");
+                        return hive_refuse(ret_error, -ENOMEM, "out of memory");
                 char *const argv[] = {"/bin/sh", "-c",         cfg->builder, "sh",
                                       attr,      (char *)name, NULL};
                 return run_in_meta(cfg, argv, what, on_line, userdata, ret_log, ret_error);
         }
         if (asprintf(&what, "nix build of %s", name) < 0)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         char *const argv[] = {NIX, "build", "--no-link", "--json", attr, NULL};
         return run_in_meta(cfg, argv, what, on_line, userdata, ret_log, ret_error);
 }
@@ -874,14 +826,14 @@ int meta_locked_rev(const HiveConfig *cfg, const char *name, char **ret_rev, cha
                 return r;
         _cleanup_free_ char *input = NULL;
         if (asprintf(&input, "agent-%s", name) < 0)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         return read_locked_rev(cfg, input, ret_rev, ret_error);
 }
 
 int meta_commit(const HiveConfig *cfg, const char *message, char **ret_error)
 {
         if (!message || !*message)
-                return refuse(ret_error, -EINVAL, "a meta commit needs a message");
+                return hive_refuse(ret_error, -EINVAL, "a meta commit needs a message");
         _cleanup_(repository_cleanup) git_repository *repo = NULL;
         int r = open_meta(cfg, &repo, ret_error);
         if (r < 0)
@@ -914,7 +866,7 @@ int meta_restore(const HiveConfig *cfg, char **ret_error)
         co.checkout_strategy = GIT_CHECKOUT_FORCE;
         int g = git_reset(repo, (const git_object *)head, GIT_RESET_HARD, &co);
         if (g < 0)
-                return fail_git(ret_error, g, "cannot reset the meta repo to main");
+                return gitutil_fail(ret_error, g, "cannot reset the meta repo to main");
         _cleanup_(tree_cleanup) git_tree *tree = NULL;
         _cleanup_(tree_entry_cleanup) git_tree_entry *entry = NULL;
         g = git_commit_tree(&tree, head);
@@ -923,11 +875,11 @@ int meta_restore(const HiveConfig *cfg, char **ret_error)
         if (g == GIT_ENOTFOUND) {
                 _cleanup_free_ char *lock = meta_file(cfg, "flake.lock");
                 if (!lock)
-                        return refuse(ret_error, -ENOMEM, "out of memory");
+                        return hive_refuse(ret_error, -ENOMEM, "out of memory");
                 if (unlink(lock) < 0 && errno != ENOENT)
-                        return refuse(ret_error, -errno, "cannot remove %s: %s", lock,
-                                      strerror(errno));
+                        return hive_refuse(ret_error, -errno, "cannot remove %s: %s", lock,
+                                           strerror(errno));
         } else if (g < 0)
-                return fail_git(ret_error, g, "cannot read main of the meta repo");
+                return gitutil_fail(ret_error, g, "cannot read main of the meta repo");
         return 0;
 }

@@ -19,7 +19,9 @@
 #include <git2.h>
 
 #include "cleanup.h"
+#include "errors.h"
 #include "fsutil.h"
+#include "gitutil.h"
 #include "repos.h"
 
 #define SIG_NAME         "hive-c0re"
@@ -31,29 +33,6 @@
 
 /* The seed files, copied from cfg->templates_dir in this order. */
 static const char *const seed_files[] = {"agent.nix", "flake.nix"};
-
-/* Cleanup helpers for the libgit2 objects used here (all their _free functions accept
- * NULL). */
-#define DEFINE_GIT_CLEANUP(type)                                                                   \
-        static inline void type##_cleanup(git_##type **p)                                          \
-        {                                                                                          \
-                git_##type##_free(*p);                                                             \
-        }
-DEFINE_GIT_CLEANUP(repository)
-DEFINE_GIT_CLEANUP(object)
-DEFINE_GIT_CLEANUP(commit)
-DEFINE_GIT_CLEANUP(tree)
-DEFINE_GIT_CLEANUP(index)
-DEFINE_GIT_CLEANUP(remote)
-DEFINE_GIT_CLEANUP(reference)
-DEFINE_GIT_CLEANUP(signature)
-DEFINE_GIT_CLEANUP(diff)
-DEFINE_GIT_CLEANUP(config)
-
-static inline void buf_cleanup(git_buf *b)
-{
-        git_buf_dispose(b);
-}
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int init_result;
@@ -69,73 +48,14 @@ int repos_global_init(void)
         return init_result;
 }
 
-/* Sets *ret_error (when non-NULL) to a formatted sentence and returns r. */
-static int refuse(char **ret_error, int r, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-static int refuse(char **ret_error, int r, const char *fmt, ...)
-{
-        if (ret_error) {
-                va_list ap;
-                va_start(ap, fmt);
-                if (vasprintf(ret_error, fmt, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
-}
-
-/* The negative errno of libgit2 code gerr (< 0).  The one place libgit2's codes are
- * translated. */
-static int errno_from_git(int gerr)
-{
-        switch (gerr) {
-        case GIT_ENOTFOUND:
-                return -ENOENT;
-        case GIT_EEXISTS:
-                return -EEXIST;
-        case GIT_EAMBIGUOUS:
-        case GIT_EINVALIDSPEC:
-                return -EINVAL;
-        case GIT_ELOCKED:
-                return -EBUSY;
-        case GIT_EOWNER:
-                return -EACCES;
-        default:
-                return -EIO;
-        }
-}
-
-/* Fails with the translation of libgit2 code gerr: *ret_error = "<what>: <libgit2's
- * message>". */
-static int fail_git(char **ret_error, int gerr, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-static int fail_git(char **ret_error, int gerr, const char *fmt, ...)
-{
-        int r = errno_from_git(gerr);
-        if (!ret_error)
-                return r;
-        const git_error *e = git_error_last();
-        _cleanup_free_ char *what = NULL;
-        va_list ap;
-        va_start(ap, fmt);
-        if (vasprintf(&what, fmt, ap) < 0)
-                what = NULL;
-        va_end(ap);
-        if (!what) {
-                *ret_error = NULL;
-                return r;
-        }
-        return refuse(ret_error, r, "%s: %s", what, e && e->message ? e->message : "libgit2 error");
-}
-
 /* Names reach us validated, but they become path components here: refuse what would
  * leave the agent's own directory. */
 static int check_name(const char *name, char **ret_error)
 {
         if (!name || !*name || strchr(name, '/') || strcmp(name, ".") == 0 ||
             strcmp(name, "..") == 0)
-                return refuse(ret_error, -EINVAL, "\"%.64s\" is not a valid agent name",
-                              name ? name : "");
+                return hive_refuse(ret_error, -EINVAL, "\"%.64s\" is not a valid agent name",
+                                   name ? name : "");
         return 0;
 }
 
@@ -158,11 +78,11 @@ static int open_repo(const char *path, const char *what, const char *name, git_r
 {
         int g = git_repository_open_ext(ret, path, GIT_REPOSITORY_OPEN_NO_SEARCH, NULL);
         if (g == GIT_ENOTFOUND)
-                return refuse(ret_error, -ENOENT, "agent \"%s\" has no %s repo (%s)", name, what,
-                              path);
+                return hive_refuse(ret_error, -ENOENT, "agent \"%s\" has no %s repo (%s)", name,
+                                   what, path);
         if (g < 0)
-                return fail_git(ret_error, g, "cannot open the %s repo of \"%s\" (%s)", what, name,
-                                path);
+                return gitutil_fail(ret_error, g, "cannot open the %s repo of \"%s\" (%s)", what,
+                                    name, path);
         return 0;
 }
 
@@ -172,13 +92,13 @@ static int open_agent_repo(const HiveConfig *cfg, const char *name, bool propose
 {
         int r = repos_global_init();
         if (r < 0)
-                return refuse(ret_error, r, "cannot initialise libgit2");
+                return hive_refuse(ret_error, r, "cannot initialise libgit2");
         r = check_name(name, ret_error);
         if (r < 0)
                 return r;
         _cleanup_free_ char *path = proposed ? proposed_path(cfg, name) : applied_path(cfg, name);
         if (!path)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         return open_repo(path, proposed ? "proposed" : "applied", name, ret, ret_error);
 }
 
@@ -190,8 +110,8 @@ static int parse_sha(const char *sha, git_oid *ret, char **ret_error)
         for (size_t i = 0; hex && i < n; i++)
                 hex = isxdigit((unsigned char)sha[i]);
         if (!hex || git_oid_fromstr(ret, sha) < 0)
-                return refuse(ret_error, -EINVAL, "\"%.64s\" is not a commit sha (40 hex digits)",
-                              sha ? sha : "");
+                return hive_refuse(ret_error, -EINVAL,
+                                   "\"%.64s\" is not a commit sha (40 hex digits)", sha ? sha : "");
         return 0;
 }
 
@@ -206,11 +126,11 @@ static int lookup_commit(git_repository *repo, const char *what, const char *nam
                 return r;
         int g = git_commit_lookup(ret, repo, &oid);
         if (g == GIT_ENOTFOUND)
-                return refuse(ret_error, -ENOENT, "the %s repo of \"%s\" has no commit %s", what,
-                              name, sha);
+                return hive_refuse(ret_error, -ENOENT, "the %s repo of \"%s\" has no commit %s",
+                                   what, name, sha);
         if (g < 0)
-                return fail_git(ret_error, g, "cannot read commit %s in the %s repo of \"%s\"", sha,
-                                what, name);
+                return gitutil_fail(ret_error, g, "cannot read commit %s in the %s repo of \"%s\"",
+                                    sha, what, name);
         return 0;
 }
 
@@ -299,40 +219,40 @@ static int commit_seed(const HiveConfig *cfg, const char *name, git_repository *
         _cleanup_(index_cleanup) git_index *index = NULL;
         int g = git_repository_index(&index, repo);
         if (g < 0)
-                return fail_git(ret_error, g,
-                                "cannot open the index of the proposed repo of \"%s\"", name);
+                return gitutil_fail(ret_error, g,
+                                    "cannot open the index of the proposed repo of \"%s\"", name);
         for (size_t i = 0; i < ELEMENTSOF(seed_files); i++) {
                 _cleanup_free_ char *src = NULL, *dst = NULL, *text = NULL, *seeded = NULL;
                 if (asprintf(&src, "%s/%s", cfg->templates_dir, seed_files[i]) < 0 ||
                     asprintf(&dst, "%s/%s", workdir, seed_files[i]) < 0)
-                        return refuse(ret_error, -ENOMEM, "out of memory");
+                        return hive_refuse(ret_error, -ENOMEM, "out of memory");
                 int r = read_template(src, &text);
                 if (r < 0)
-                        return refuse(ret_error, r, "cannot read the seed template %s: %s", src,
-                                      strerror(-r));
+                        return hive_refuse(ret_error, r, "cannot read the seed template %s: %s",
+                                           src, strerror(-r));
                 seeded = replace_name(text, name);
                 if (!seeded)
-                        return refuse(ret_error, -ENOMEM, "out of memory");
+                        return hive_refuse(ret_error, -ENOMEM, "out of memory");
                 r = write_file(dst, seeded);
                 if (r < 0)
-                        return refuse(ret_error, r, "cannot write %s: %s", dst, strerror(-r));
+                        return hive_refuse(ret_error, r, "cannot write %s: %s", dst, strerror(-r));
                 g = git_index_add_bypath(index, seed_files[i]);
                 if (g < 0)
-                        return fail_git(ret_error, g,
-                                        "cannot stage %s in the proposed repo of \"%s\"",
-                                        seed_files[i], name);
+                        return gitutil_fail(ret_error, g,
+                                            "cannot stage %s in the proposed repo of \"%s\"",
+                                            seed_files[i], name);
         }
         git_oid tree_oid, commit_oid;
         g = git_index_write(index);
         if (g >= 0)
                 g = git_index_write_tree(&tree_oid, index);
         if (g < 0)
-                return fail_git(ret_error, g, "cannot write the seed of \"%s\"", name);
+                return gitutil_fail(ret_error, g, "cannot write the seed of \"%s\"", name);
         _cleanup_(tree_cleanup) git_tree *tree = NULL;
         _cleanup_(signature_cleanup) git_signature *sig = NULL;
         _cleanup_free_ char *message = NULL;
         if (asprintf(&message, "seed %s\n", name) < 0)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         g = git_tree_lookup(&tree, repo, &tree_oid);
         if (g >= 0)
                 g = git_signature_now(&sig, SIG_NAME, SIG_EMAIL);
@@ -340,7 +260,7 @@ static int commit_seed(const HiveConfig *cfg, const char *name, git_repository *
                 g = git_commit_create(&commit_oid, repo, "HEAD", sig, sig, NULL, message, tree, 0,
                                       NULL);
         if (g < 0)
-                return fail_git(ret_error, g, "cannot commit the seed of \"%s\"", name);
+                return gitutil_fail(ret_error, g, "cannot commit the seed of \"%s\"", name);
         return 0;
 }
 
@@ -366,7 +286,7 @@ static int ensure_remote(git_repository *repo, const char *remote_name, const ch
 {
         _cleanup_free_ char *key = NULL;
         if (asprintf(&key, "remote.%s.url", remote_name) < 0)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         _cleanup_(config_cleanup) git_config *config = NULL;
         git_config_entry *entry = NULL;
         int g = git_repository_config_snapshot(&config, repo);
@@ -378,8 +298,8 @@ static int ensure_remote(git_repository *repo, const char *remote_name, const ch
                 g = make_remote(repo, remote_name, url, refspec, &remote);
         }
         if (g < 0)
-                return fail_git(ret_error, g, "cannot set up the remote \"%s\" (%s)", remote_name,
-                                url);
+                return gitutil_fail(ret_error, g, "cannot set up the remote \"%s\" (%s)",
+                                    remote_name, url);
         return 0;
 }
 
@@ -391,7 +311,7 @@ static int fetch_proposed(git_repository *applied, const HiveConfig *cfg, const 
 {
         _cleanup_free_ char *url = proposed_path(cfg, name);
         if (!url)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         _cleanup_(remote_cleanup) git_remote *remote = NULL;
         git_fetch_options opts = GIT_FETCH_OPTIONS_INIT;
         opts.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
@@ -399,9 +319,9 @@ static int fetch_proposed(git_repository *applied, const HiveConfig *cfg, const 
         if (g >= 0)
                 g = git_remote_fetch(remote, NULL, &opts, "hive-c0re: fetch proposed");
         if (g < 0)
-                return fail_git(ret_error, g,
-                                "cannot fetch the proposed repo of \"%s\" into its applied repo",
-                                name);
+                return gitutil_fail(
+                        ret_error, g,
+                        "cannot fetch the proposed repo of \"%s\" into its applied repo", name);
         return 0;
 }
 
@@ -416,15 +336,16 @@ static int move_main(git_repository *repo, const char *name, git_commit *commit,
         oid_to_sha(git_commit_id(commit), sha);
         int g = git_checkout_tree(repo, (const git_object *)commit, &opts);
         if (g < 0)
-                return fail_git(ret_error, g, "cannot check out %s in the applied repo of \"%s\"",
-                                sha, name);
+                return gitutil_fail(ret_error, g,
+                                    "cannot check out %s in the applied repo of \"%s\"", sha, name);
         _cleanup_(reference_cleanup) git_reference *ref = NULL;
         g = git_reference_create(&ref, repo, MAIN_REF, git_commit_id(commit), 1, "hive-c0re: main");
         if (g >= 0)
                 g = git_repository_set_head(repo, MAIN_REF);
         if (g < 0)
-                return fail_git(ret_error, g,
-                                "cannot move main of the applied repo of \"%s\" to %s", name, sha);
+                return gitutil_fail(ret_error, g,
+                                    "cannot move main of the applied repo of \"%s\" to %s", name,
+                                    sha);
         return 0;
 }
 
@@ -445,7 +366,7 @@ static int find_seed(git_repository *repo, const char *name, git_oid *ret, char 
                 }
         }
         if (g < 0)
-                return fail_git(ret_error, g, "cannot find the seed commit of \"%s\"", name);
+                return gitutil_fail(ret_error, g, "cannot find the seed commit of \"%s\"", name);
         git_oid_cpy(ret, git_commit_id(c));
         return 0;
 }
@@ -464,12 +385,12 @@ static int open_or_init(const char *path, const char *what, const char *name, gi
                 g = git_repository_init_ext(&repo, path, &opts);
         }
         if (g < 0)
-                return fail_git(ret_error, g, "cannot create the %s repo of \"%s\" (%s)", what,
-                                name, path);
+                return gitutil_fail(ret_error, g, "cannot create the %s repo of \"%s\" (%s)", what,
+                                    name, path);
         g = git_repository_head_unborn(repo);
         if (g < 0)
-                return fail_git(ret_error, g, "cannot read HEAD of the %s repo of \"%s\"", what,
-                                name);
+                return gitutil_fail(ret_error, g, "cannot read HEAD of the %s repo of \"%s\"", what,
+                                    name);
         *ret_fresh = g == 1;
         *ret = TAKE_PTR(repo);
         return 0;
@@ -479,7 +400,7 @@ int repos_create(const HiveConfig *cfg, const char *name, char **ret_error)
 {
         int r = repos_global_init();
         if (r < 0)
-                return refuse(ret_error, r, "cannot initialise libgit2");
+                return hive_refuse(ret_error, r, "cannot initialise libgit2");
         r = check_name(name, ret_error);
         if (r < 0)
                 return r;
@@ -487,12 +408,13 @@ int repos_create(const HiveConfig *cfg, const char *name, char **ret_error)
         _cleanup_free_ char *ppath = proposed_path(cfg, name), *apath = applied_path(cfg, name);
         if (!ppath || !apath || asprintf(&agent_dir, "%s/agents/%s", cfg->state_dir, name) < 0 ||
             asprintf(&applied_dir, "%s/applied", cfg->state_dir) < 0)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         const char *dirs[] = {agent_dir, applied_dir};
         for (size_t i = 0; i < ELEMENTSOF(dirs); i++) {
                 r = fsutil_mkdir_p(dirs[i], 0755);
                 if (r < 0)
-                        return refuse(ret_error, r, "cannot create %s: %s", dirs[i], strerror(-r));
+                        return hive_refuse(ret_error, r, "cannot create %s: %s", dirs[i],
+                                           strerror(-r));
         }
 
         /* Each step is skipped when already done, so a create interrupted anywhere is
@@ -529,8 +451,8 @@ int repos_create(const HiveConfig *cfg, const char *name, char **ret_error)
         _cleanup_(commit_cleanup) git_commit *commit = NULL;
         int g = git_commit_lookup(&commit, applied, &seed);
         if (g < 0)
-                return fail_git(ret_error, g, "the seed of \"%s\" did not reach its applied repo",
-                                name);
+                return gitutil_fail(ret_error, g,
+                                    "the seed of \"%s\" did not reach its applied repo", name);
         return move_main(applied, name, commit, ret_error);
 }
 
@@ -542,11 +464,12 @@ int repos_resolve_proposed(const HiveConfig *cfg, const char *name, const char *
         for (size_t i = 0; hex && i < n; i++)
                 hex = isxdigit((unsigned char)ref[i]);
         if (!hex)
-                return refuse(ret_error, -EINVAL,
-                              "\"%.64s\" is not a commit: it must be 7 to 40 hex digits of a "
-                              "commit of the proposed repo (branch names and expressions such as "
-                              "HEAD~1 are not accepted)",
-                              ref ? ref : "");
+                return hive_refuse(
+                        ret_error, -EINVAL,
+                        "\"%.64s\" is not a commit: it must be 7 to 40 hex digits of a "
+                        "commit of the proposed repo (branch names and expressions such as "
+                        "HEAD~1 are not accepted)",
+                        ref ? ref : "");
         _cleanup_(repository_cleanup) git_repository *repo = NULL;
         int r = open_agent_repo(cfg, name, true, &repo, ret_error);
         if (r < 0)
@@ -557,22 +480,24 @@ int repos_resolve_proposed(const HiveConfig *cfg, const char *name, const char *
         if (g >= 0)
                 g = git_object_lookup_prefix(&obj, repo, &prefix, n, GIT_OBJECT_ANY);
         if (g == GIT_ENOTFOUND)
-                return refuse(ret_error, -ENOENT,
-                              "the proposed repo of \"%s\" has no commit %s (commit first, then "
-                              "ask with its sha)",
-                              name, ref);
+                return hive_refuse(
+                        ret_error, -ENOENT,
+                        "the proposed repo of \"%s\" has no commit %s (commit first, then "
+                        "ask with its sha)",
+                        name, ref);
         if (g == GIT_EAMBIGUOUS)
-                return refuse(ret_error, -EINVAL,
-                              "%s names more than one object in the proposed repo of \"%s\": give "
-                              "more hex digits",
-                              ref, name);
+                return hive_refuse(
+                        ret_error, -EINVAL,
+                        "%s names more than one object in the proposed repo of \"%s\": give "
+                        "more hex digits",
+                        ref, name);
         if (g < 0)
-                return fail_git(ret_error, g, "cannot look up %s in the proposed repo of \"%s\"",
-                                ref, name);
+                return gitutil_fail(ret_error, g,
+                                    "cannot look up %s in the proposed repo of \"%s\"", ref, name);
         if (git_object_type(obj) != GIT_OBJECT_COMMIT)
-                return refuse(ret_error, -EINVAL,
-                              "%s is a %s in the proposed repo of \"%s\", not a commit", ref,
-                              git_object_type2string(git_object_type(obj)), name);
+                return hive_refuse(ret_error, -EINVAL,
+                                   "%s is a %s in the proposed repo of \"%s\", not a commit", ref,
+                                   git_object_type2string(git_object_type(obj)), name);
         oid_to_sha(git_object_id(obj), ret_sha);
         return 0;
 }
@@ -593,13 +518,14 @@ int repos_fetch_proposed(const HiveConfig *cfg, const char *name, const char *sh
         _cleanup_(commit_cleanup) git_commit *commit = NULL;
         int g = git_commit_lookup(&commit, repo, &oid);
         if (g == GIT_ENOTFOUND)
-                return refuse(ret_error, -ENOENT,
-                              "commit %s is not on any branch of the proposed repo of \"%s\", so "
-                              "it cannot be fetched (commit it on main)",
-                              sha, name);
+                return hive_refuse(
+                        ret_error, -ENOENT,
+                        "commit %s is not on any branch of the proposed repo of \"%s\", so "
+                        "it cannot be fetched (commit it on main)",
+                        sha, name);
         if (g < 0)
-                return fail_git(ret_error, g, "cannot read the fetched commit %s of \"%s\"", sha,
-                                name);
+                return gitutil_fail(ret_error, g, "cannot read the fetched commit %s of \"%s\"",
+                                    sha, name);
         return 0;
 }
 
@@ -619,19 +545,20 @@ int repos_tag(const HiveConfig *cfg, const char *name, const char *tag, const ch
         const char *m = message && *message ? message : tag;
         size_t ml = strlen(m);
         if (asprintf(&text, "%s%s", m, ml > 0 && m[ml - 1] == '\n' ? "" : "\n") < 0)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         _cleanup_(signature_cleanup) git_signature *sig = NULL;
         int g = git_signature_now(&sig, SIG_NAME, SIG_EMAIL);
         if (g < 0)
-                return fail_git(ret_error, g, "cannot make the tagger signature");
+                return gitutil_fail(ret_error, g, "cannot make the tagger signature");
         git_oid tag_oid;
         g = git_tag_create(&tag_oid, repo, tag, (const git_object *)commit, sig, text, 0);
         if (g == GIT_EEXISTS)
-                return refuse(ret_error, -EEXIST, "the applied repo of \"%s\" already has tag %s",
-                              name, tag);
+                return hive_refuse(ret_error, -EEXIST,
+                                   "the applied repo of \"%s\" already has tag %s", name, tag);
         if (g < 0)
-                return fail_git(ret_error, g, "cannot tag %s as %s in the applied repo of \"%s\"",
-                                sha, tag, name);
+                return gitutil_fail(ret_error, g,
+                                    "cannot tag %s as %s in the applied repo of \"%s\"", sha, tag,
+                                    name);
         return 0;
 }
 
@@ -639,7 +566,7 @@ int repos_applied_sha(const HiveConfig *cfg, const char *name, const char *ref,
                       char ret_sha[REPOS_SHA_HEX + 1], char **ret_error)
 {
         if (!ref || !*ref)
-                return refuse(ret_error, -EINVAL, "no tag or branch given");
+                return hive_refuse(ret_error, -EINVAL, "no tag or branch given");
         _cleanup_(repository_cleanup) git_repository *repo = NULL;
         int r = open_agent_repo(cfg, name, false, &repo, ret_error);
         if (r < 0)
@@ -649,13 +576,13 @@ int repos_applied_sha(const HiveConfig *cfg, const char *name, const char *ref,
         _cleanup_(object_cleanup) git_object *obj = NULL;
         int g = git_reference_dwim(&reference, repo, ref);
         if (g == GIT_ENOTFOUND)
-                return refuse(ret_error, -ENOENT,
-                              "the applied repo of \"%s\" has no tag or branch %s", name, ref);
+                return hive_refuse(ret_error, -ENOENT,
+                                   "the applied repo of \"%s\" has no tag or branch %s", name, ref);
         if (g >= 0)
                 g = git_reference_peel(&obj, reference, GIT_OBJECT_COMMIT);
         if (g < 0)
-                return fail_git(ret_error, g, "cannot resolve %s in the applied repo of \"%s\"",
-                                ref, name);
+                return gitutil_fail(ret_error, g, "cannot resolve %s in the applied repo of \"%s\"",
+                                    ref, name);
         oid_to_sha(git_object_id(obj), ret_sha);
         return 0;
 }
@@ -700,13 +627,13 @@ int repos_diff(const HiveConfig *cfg, const char *name, const char *base, const 
         if (g >= 0)
                 g = git_diff_to_buf(&buf, diff, GIT_DIFF_FORMAT_PATCH);
         if (g < 0)
-                return fail_git(ret_error, g,
-                                "cannot diff %s against %s in the applied repo of "
-                                "\"%s\"",
-                                sha, base ? base : "the empty tree", name);
+                return gitutil_fail(ret_error, g,
+                                    "cannot diff %s against %s in the applied repo of "
+                                    "\"%s\"",
+                                    sha, base ? base : "the empty tree", name);
         char *patch = malloc(buf.size + 1);
         if (!patch)
-                return refuse(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
         if (buf.size > 0)
                 memcpy(patch, buf.ptr, buf.size);
         patch[buf.size] = '\0';
@@ -734,10 +661,10 @@ int repos_descends(const HiveConfig *cfg, const char *name, const char *sha, con
         }
         int g = git_graph_descendant_of(repo, git_commit_id(c), git_commit_id(b));
         if (g < 0)
-                return fail_git(ret_error, g,
-                                "cannot compare %s with %s in the applied repo of "
-                                "\"%s\"",
-                                sha, base, name);
+                return gitutil_fail(ret_error, g,
+                                    "cannot compare %s with %s in the applied repo of "
+                                    "\"%s\"",
+                                    sha, base, name);
         *ret = g == 1;
         return 0;
 }

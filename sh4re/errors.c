@@ -1,5 +1,7 @@
 /* The table of errno values that may cross a socket as "error_code". */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "cleanup.h"
@@ -77,4 +79,16 @@ int hive_errno_from_name(const char *name)
                 if (strcmp(errno_table[i].name, name) == 0)
                         return errno_table[i].value;
         return -EINVAL;
+}
+
+int hive_refuse(char **ret_error, int r, const char *fmt, ...)
+{
+        if (!ret_error)
+                return r;
+        va_list ap;
+        va_start(ap, fmt);
+        if (vasprintf(ret_error, fmt, ap) < 0)
+                *ret_error = NULL;
+        va_end(ap);
+        return r;
 }
