@@ -860,7 +860,7 @@ static const FieldSpec request_apply_commit_fields[] = {
         {NULL, 0, false},
 };
 
-static const FieldSpec request_spawn_fields[] = {
+const FieldSpec agent_request_spawn_fields[] = {
         {"name", FT_STRING, true},
         {"description", FT_STRING, false},
         {NULL, 0, false},
@@ -935,7 +935,7 @@ static const VerbSpec agent_verbs[] = {
          "unanswered questions and unfired reminders"},
         {"request_apply_commit", verb_request_apply_commit, request_apply_commit_fields, 0,
          "manager: propose a commit of an agent's config for approval"},
-        {"request_spawn", verb_request_spawn, request_spawn_fields, 0,
+        {"request_spawn", verb_request_spawn, agent_request_spawn_fields, 0,
          "manager: propose a new agent for approval"},
         {"kill", verb_kill, manager_name_fields, 0, "manager: stop an agent's container"},
         {"start", verb_start, manager_name_fields, 0, "manager: start an agent's container"},

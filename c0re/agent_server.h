@@ -45,7 +45,8 @@ int agent_server_answer(Daemon *d, DispatchCtx *ctx, const char *who, bool opera
 int agent_server_check_target(Daemon *d, DispatchCtx *ctx, const char *from, const char *to);
 
 /* Field tables shared by the agent sockets and host.sock. */
-extern const FieldSpec agent_send_fields[];   /* to, body, in_reply_to? */
-extern const FieldSpec agent_ack_fields[];    /* ids */
-extern const FieldSpec agent_answer_fields[]; /* id, answer */
-extern const FieldSpec agent_limit_fields[];  /* limit? */
+extern const FieldSpec agent_send_fields[];          /* to, body, in_reply_to? */
+extern const FieldSpec agent_ack_fields[];           /* ids */
+extern const FieldSpec agent_answer_fields[];        /* id, answer */
+extern const FieldSpec agent_limit_fields[];         /* limit? */
+extern const FieldSpec agent_request_spawn_fields[]; /* name, description? */

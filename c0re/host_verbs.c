@@ -492,12 +492,6 @@ static const FieldSpec deny_fields[] = {
         {NULL, 0, false},
 };
 
-static const FieldSpec request_spawn_fields[] = {
-        {"name", FT_STRING, true},
-        {"description", FT_STRING, false},
-        {NULL, 0, false},
-};
-
 static const FieldSpec set_paused_fields[] = {
         {"name", FT_STRING, true},
         {"paused", FT_BOOL, true},
@@ -528,7 +522,7 @@ static const VerbSpec host_verbs[] = {
          "one approval with its diff, phase and build log"},
         {"approve", verb_approve, id_fields, 0, "approve a request; the deploy runs after"},
         {"deny", verb_deny, deny_fields, 0, "deny a request, with an optional note"},
-        {"request_spawn", verb_request_spawn, request_spawn_fields, 0,
+        {"request_spawn", verb_request_spawn, agent_request_spawn_fields, 0,
          "queue the spawn of a new agent for approval"},
         {"send", verb_send, agent_send_fields, 0, "send a message as the operator"},
         {"operator_inbox", verb_operator_inbox, agent_limit_fields, 0,
