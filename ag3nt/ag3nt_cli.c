@@ -15,6 +15,7 @@
 #include "hivelink.h"
 #include "log.h"
 #include "mcp.h"
+#include "serve.h"
 #include "proto.h"
 
 #define RETRY_FOR_DEFAULT_S 60
@@ -379,7 +380,14 @@ static int cli_mcp(CliCtx *ctx, int argc, char **argv)
         return r < 0 ? (r == -EMSGSIZE ? AG3NT_EXIT_PROTOCOL : AG3NT_EXIT_REFUSED) : AG3NT_EXIT_OK;
 }
 
+static int cli_serve(CliCtx *ctx, int argc, char **argv)
+{
+        return serve_main(ctx->settings);
+}
+
 static const CliVerb verbs[] = {
+        {"serve", 0, 0, "", "run the turn loop and the agent page (the container runs this)",
+         cli_serve},
         {"mcp", 0, 0, "", "serve MCP over stdin/stdout (the model CLI launches this)", cli_mcp},
         {"send", 1, 2, "TO BODY", "send a message (BODY or --body TEXT; - reads stdin)", cli_send,
          OPT_BODY | OPT_IN_REPLY_TO},

@@ -26,6 +26,7 @@ struct HiveLink {
         LineFramer framer;
         bool ever_connected;
         unsigned reconnects;
+        int intr_fd; /* readable: give up the request at once (-EINTR); -1 none */
 };
 
 int hivelink_new(const HiveLinkOptions *o, HiveLink **ret)
@@ -41,6 +42,7 @@ int hivelink_new(const HiveLinkOptions *o, HiveLink **ret)
         l->base_ms = o->backoff_base_ms ? o->backoff_base_ms : 1;
         l->give_up_ms = o->give_up_ms;
         l->fd = -1;
+        l->intr_fd = -1;
         framer_init(&l->framer, CLIENT_RESPONSE_MAX);
         *ret = l;
         return 0;
@@ -78,11 +80,67 @@ unsigned hivelink_backoff_ms(unsigned base_ms, unsigned attempt)
         return (unsigned)(d < cap ? d : cap);
 }
 
-static void sleep_ms(unsigned ms)
+void hivelink_set_interrupt(HiveLink *l, int fd)
 {
-        struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-                ;
+        l->intr_fd = fd;
+}
+
+static bool interrupted(const HiveLink *l)
+{
+        if (l->intr_fd < 0)
+                return false;
+        struct pollfd p = {.fd = l->intr_fd, .events = POLLIN};
+        return poll(&p, 1, 0) > 0;
+}
+
+/* Sleeps ms, or less when the interrupt fd becomes readable.  Returns -EINTR then. */
+static int sleep_ms(HiveLink *l, unsigned ms)
+{
+        uint64_t end = timeutil_mono_usec() + (uint64_t)ms * 1000u;
+        for (;;) {
+                uint64_t now = timeutil_mono_usec();
+                if (now >= end)
+                        return 0;
+                struct pollfd p = {.fd = l->intr_fd, .events = POLLIN};
+                int k = poll(&p, l->intr_fd >= 0 ? 1 : 0, (int)((end - now + 999) / 1000));
+                if (k > 0)
+                        return -EINTR;
+        }
+}
+
+/* client_recv(), but also ends (with -EINTR) when the interrupt fd becomes readable. */
+static int link_recv(HiveLink *l, int timeout_ms, json_t **ret)
+{
+        if (l->intr_fd < 0)
+                return client_recv(l->fd, &l->framer, timeout_ms, ret);
+        uint64_t deadline =
+                timeout_ms < 0 ? 0 : timeutil_mono_usec() + (uint64_t)timeout_ms * 1000u;
+        for (;;) {
+                if (framer_pending(&l->framer) > 0) {
+                        int r = client_recv(l->fd, &l->framer, 1, ret);
+                        if (r != -ETIMEDOUT)
+                                return r;
+                }
+                int wait = -1;
+                if (timeout_ms >= 0) {
+                        uint64_t now = timeutil_mono_usec();
+                        if (now >= deadline)
+                                return -ETIMEDOUT;
+                        wait = (int)((deadline - now + 999) / 1000);
+                }
+                struct pollfd p[2] = {{.fd = l->fd, .events = POLLIN},
+                                      {.fd = l->intr_fd, .events = POLLIN}};
+                int k = poll(p, 2, wait);
+                if (k < 0 && errno != EINTR)
+                        return -errno;
+                if (k > 0 && p[1].revents)
+                        return -EINTR;
+                if (k > 0 && p[0].revents) {
+                        int r = client_recv(l->fd, &l->framer, 1, ret);
+                        if (r != -ETIMEDOUT)
+                                return r;
+                }
+        }
 }
 
 /* An idle connection the daemon closed (or that holds a stray line) is of no use: a request
@@ -114,6 +172,8 @@ int hivelink_request(HiveLink *l, const json_t *req, int answer_timeout_ms, json
         int last = 0;            /* the last failure */
 
         for (;;) {
+                if (interrupted(l))
+                        return -EINTR;
                 if (l->fd >= 0 && link_stale(l)) {
                         log_debug("the idle connection to %s was closed; reconnecting", l->path);
                         link_drop(l);
@@ -134,7 +194,8 @@ int hivelink_request(HiveLink *l, const json_t *req, int answer_timeout_ms, json
                                             "%u.%03u s (retry %u)",
                                             l->path, strerror(-last), delay / 1000, delay % 1000,
                                             attempt);
-                                sleep_ms(delay);
+                                if (sleep_ms(l, delay) < 0)
+                                        return -EINTR;
                         }
                         wait_first = true;
                         int fd = -1;
@@ -162,13 +223,14 @@ int hivelink_request(HiveLink *l, const json_t *req, int answer_timeout_ms, json
                         return sent;
                 }
                 json_t *resp = NULL;
-                int r = client_recv(l->fd, &l->framer,
-                                    sent < 0 ? LINK_LINGER_MS : answer_timeout_ms, &resp);
+                int r = link_recv(l, sent < 0 ? LINK_LINGER_MS : answer_timeout_ms, &resp);
                 if (r == 0) {
                         *ret_resp = resp;
                         return 0;
                 }
                 link_drop(l);
+                if (r == -EINTR)
+                        return r; /* the daemon sees the close; a parked recv ends there */
                 if (r == -ETIMEDOUT && sent == 0)
                         return r;
                 if (sent == 0 && !connection_broke(r))

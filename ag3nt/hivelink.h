@@ -27,8 +27,14 @@ HiveLink *hivelink_free(HiveLink *l);
  * Returns 0 and *ret_resp (a new reference; ok may be false: that is the daemon's refusal), or:
  * the last connect error (-ENOENT no socket, -ECONNREFUSED nobody listening, -EACCES, ...)
  * or -ECONNRESET once the link gives up; -ENAMETOOLONG; -ETIMEDOUT (no answer in time; the
- * connection is dropped); -EBADMSG / -EMSGSIZE (the answer is not a JSON object line). */
+ * connection is dropped); -EINTR (interrupted, see hivelink_set_interrupt); -EBADMSG / -EMSGSIZE
+ * (the answer is not a JSON object line). */
 int hivelink_request(HiveLink *l, const json_t *req, int answer_timeout_ms, json_t **ret_resp);
+
+/* fd (an eventfd, say; -1 none) interrupts requests: while it is readable, a request returns
+ * -EINTR at once, also one waiting for its answer (the connection is then dropped, so the
+ * daemon ends a parked recv) or sleeping before a reconnect.  The caller drains it. */
+void hivelink_set_interrupt(HiveLink *l, int fd);
 
 /* How many times the link connected after its first connection (for logs and tests). */
 unsigned hivelink_reconnects(const HiveLink *l);

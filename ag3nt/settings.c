@@ -41,6 +41,25 @@ static const SettingSpec settings_table[] = {
          .max = 60000,
          .doc = "first delay before reconnecting to the socket; it doubles up to 15 times "
                 "this (2-4-8-16-30 s by default)"},
+        {S("HIVE_MODEL", SET_STRING, model), .def = "opus",
+         .doc = "the model turns use until one is chosen on the page (then "
+                "$HIVE_STATE_DIR/hyperhive-model wins)"},
+        {S("HIVE_RUN_DIR", SET_STRING, run_dir),
+         .doc = "where serve writes the model CLI's settings, MCP config and system prompt "
+                "(unset: the directory of HIVE_SOCKET, /run/hive in a container)"},
+        {S("HIVE_WEB_BIND", SET_STRING, web_bind), .def = "127.0.0.1",
+         .doc = "the IPv4 address the agent page listens on (with HIVE_PORT)"},
+        {S("HIVE_RATE_LIMIT_SLEEP_SECS", SET_INT, rate_limit_sleep_s), .def = "300", .min = 1,
+         .max = 86400, .doc = "how long the turn loop sleeps after the model hit a rate limit"},
+        {S("HIVE_RECV_WAIT_SECS", SET_INT, recv_wait_s), .def = "180", .min = 1, .max = 180,
+         .doc = "how long one long-poll recv of the turn loop waits for a message"},
+        {S("HIVE_CONTEXT_WINDOW", SET_INT, context_window), .def = "200000", .min = 1000,
+         .max = 100000000, .doc = "the model's context window in tokens, for the page's badge"},
+        {S("HIVE_EXTRA_MCP", SET_STRING, extra_mcp), .def = "/etc/hyperhive/extra-mcp.json",
+         .doc = "extra MCP servers ({\"mcpServers\": {...}}) merged into the model CLI's MCP "
+                "config; a missing file means none"},
+        {S("HIVE_DASHBOARD_URL", SET_STRING, dashboard_url),
+         .doc = "the hive dashboard's address, linked from the agent page"},
 };
 
 #define FIELD(s, o, type) ((type *)((char *)(s) + (o)->offset))
@@ -105,7 +124,7 @@ void settings_print_help(FILE *f)
 {
         for (size_t i = 0; i < ELEMENTSOF(settings_table); i++) {
                 const SettingSpec *o = &settings_table[i];
-                fprintf(f, "  %-24s %s", o->name, o->doc);
+                fprintf(f, "  %-27s %s", o->name, o->doc);
                 if (o->def)
                         fprintf(f, " (default %s)", o->def);
                 else if (o->type == SET_INT)
@@ -121,6 +140,18 @@ char *settings_state_path(const Settings *s, const char *name)
         if (asprintf(&p, "%s/%s", s->state_dir, name) < 0)
                 return NULL;
         return p;
+}
+
+char *settings_run_dir(const Settings *s)
+{
+        if (s->run_dir)
+                return strdup(s->run_dir);
+        const char *slash = strrchr(s->socket, '/');
+        if (!slash)
+                return strdup(".");
+        if (slash == s->socket)
+                return strdup("/");
+        return strndup(s->socket, (size_t)(slash - s->socket));
 }
 
 const char *settings_program(HarnessFlavor flavor)

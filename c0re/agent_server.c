@@ -30,6 +30,8 @@
 #define ACK_IDS_MAX     256
 #define WAKE_FROM_MAX   64
 #define STATUS_TEXT_MAX 500
+#define MODEL_MAX       100 /* bytes of a model name (set_harness_state) */
+#define MODEL_CHARS     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@/[]-"
 
 typedef struct AgentEndpoint AgentEndpoint;
 typedef struct Waiter Waiter;
@@ -409,6 +411,29 @@ static int verb_ack(DispatchCtx *ctx, json_t *req, json_t *resp)
         return json_object_set_new(resp, "acked", json_integer(r)) < 0 ? -ENOMEM : 0;
 }
 
+/* Ends the caller's own leases (all, or those in "ids") so its messages are offered again
+ * at once: a harness restarted mid-turn, or one that sleeps on a rate limit, hands back what
+ * it took.  Ids that are not the caller's, acked or not leased are skipped, as ack skips
+ * them. */
+static int verb_release(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        _cleanup_free_ int64_t *ids = NULL;
+        size_t n = 0;
+        int r;
+        if (json_object_get(req, "ids")) {
+                r = agent_server_ids(ctx, req, &ids, &n);
+                if (r < 0)
+                        return r;
+        }
+        r = broker_release(ep->as->d->store, ep->name, ids, n);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "release failed: %s", strerror(-r));
+        if (r > 0)
+                agent_server_wake(ep->as, ep->name);
+        return json_object_set_new(resp, "released", json_integer(r)) < 0 ? -ENOMEM : 0;
+}
+
 static int verb_status(DispatchCtx *ctx, json_t *req, json_t *resp)
 {
         AgentEndpoint *ep = ctx_endpoint(ctx);
@@ -482,6 +507,42 @@ static int verb_set_status(DispatchCtx *ctx, json_t *req, json_t *resp)
         if (r < 0)
                 return dispatch_fail(ctx, r, "could not record the status: %s", strerror(-r));
         daemon_agent_changed(ep->as->d, ep->name);
+        return 0;
+}
+
+static bool model_ok(const char *m)
+{
+        size_t n = strlen(m);
+        return n > 0 && n <= MODEL_MAX && strspn(m, MODEL_CHARS) == n;
+}
+
+/* The harness reports whether the model CLI has a valid session and which model it runs;
+ * a change shows in agent_status and is pushed to subscribers. */
+static int verb_set_harness_state(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        AgentEndpoint *ep = ctx_endpoint(ctx);
+        Daemon *d = ep->as->d;
+        json_t *jlogin = json_object_get(req, "needs_login");
+        json_t *jmodel = json_object_get(req, "model");
+        if (!jlogin && !jmodel)
+                return dispatch_fail(ctx, -EINVAL,
+                                     "set_harness_state needs \"needs_login\" (a boolean), "
+                                     "\"model\" (a string), or both");
+        const char *model = jmodel ? json_string_value(jmodel) : NULL;
+        if (model && !model_ok(model))
+                return dispatch_fail(ctx, -EINVAL,
+                                     "\"model\" must be 1 to %d characters from A-Z, a-z, 0-9 "
+                                     "and . _ : @ / [ ] -",
+                                     MODEL_MAX);
+        const char *row = ep->manager ? MANAGER_AGENT : ep->name;
+        int r = store_agent_set_harness(d->store, row, jlogin ? json_is_true(jlogin) : -1, model);
+        if (r == -ENOENT)
+                return dispatch_fail(ctx, r, "\"%s\" has no row in the agent registry", row);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "could not record the harness state: %s",
+                                     strerror(-r));
+        if (r > 0)
+                daemon_agent_changed(d, row);
         return 0;
 }
 
@@ -912,6 +973,15 @@ static const FieldSpec wake_fields[] = {
         {"body", FT_STRING, true},
         {NULL, 0, false},
 };
+static const FieldSpec release_fields[] = {
+        {"ids", FT_ARRAY, false},
+        {NULL, 0, false},
+};
+static const FieldSpec set_harness_state_fields[] = {
+        {"needs_login", FT_BOOL, false},
+        {"model", FT_STRING, false},
+        {NULL, 0, false},
+};
 static const FieldSpec set_status_fields[] = {
         {"text", FT_STRING, true},
         {NULL, 0, false},
@@ -921,11 +991,15 @@ static const VerbSpec agent_verbs[] = {
         {"send", verb_send, agent_send_fields, 0, "send a message"},
         {"recv", verb_recv, recv_fields, 0, "receive messages (long-poll with wait_seconds)"},
         {"ack", verb_ack, agent_ack_fields, 0, "acknowledge received messages"},
+        {"release", verb_release, release_fields, 0,
+         "offer your leased messages again at once (all, or those in ids)"},
         {"status", verb_status, NULL, 0, "inbox depth"},
         {"recent", verb_recent, agent_limit_fields, 0, "the last messages to and from you"},
         {"wake", verb_wake, wake_fields, 0, "put a message in your own inbox"},
         {"whoami", verb_whoami, NULL, 0, "your name and role"},
         {"set_status", verb_set_status, set_status_fields, 0, "set your status text"},
+        {"set_harness_state", verb_set_harness_state, set_harness_state_fields, 0,
+         "harness: report needs_login and the model it runs"},
         {"ask", verb_ask, ask_fields, 0, "ask the operator or a peer a question"},
         {"answer", verb_answer, agent_answer_fields, 0, "answer a question asked of you"},
         {"remind", verb_remind, remind_fields, 0, "schedule a reminder to yourself"},

@@ -199,19 +199,41 @@ int backend_payload_argv(const Backend *b, const BackendAgent *a, char ***ret_ar
         return 0;
 }
 
+/* Variables backend_payload_env() sets itself, which --payload-env may not replace. */
+static const char *const payload_env_fixed[] = {"PATH",        "HOME",      "HIVE_LABEL",
+                                                "HIVE_SOCKET", "HIVE_PORT", "HIVE_STATE_DIR"};
+
+bool backend_payload_env_fixed(const char *name)
+{
+        for (size_t i = 0; i < ELEMENTSOF(payload_env_fixed); i++)
+                if (strcmp(payload_env_fixed[i], name) == 0)
+                        return true;
+        return false;
+}
+
+/* Sets key=value in env (n entries, room for one more), replacing an entry of that key. */
 static int env_add(char **env, size_t *n, const char *key, const char *value)
 {
         if (!value)
                 return 0;
-        if (asprintf(&env[*n], "%s=%s", key, value) < 0)
+        char *e = NULL;
+        if (asprintf(&e, "%s=%s", key, value) < 0)
                 return -ENOMEM;
-        (*n)++;
+        size_t len = strlen(key);
+        for (size_t i = 0; i < *n; i++)
+                if (strncmp(env[i], key, len) == 0 && env[i][len] == '=') {
+                        free(env[i]);
+                        env[i] = e;
+                        return 0;
+                }
+        env[(*n)++] = e;
         return 0;
 }
 
 int backend_payload_env(const Backend *b, const BackendAgent *a, bool in_container, char ***ret_env)
 {
-        _cleanup_strv_free_ char **env = calloc(16, sizeof(char *));
+        size_t extra = strv_length(b->cfg->payload_env);
+        _cleanup_strv_free_ char **env = calloc(9 + extra, sizeof(char *));
         if (!env)
                 return -ENOMEM;
         size_t n = 0;
@@ -230,6 +252,20 @@ int backend_payload_env(const Backend *b, const BackendAgent *a, bool in_contain
             env_add(env, &n, "HIVE_SOCKET", sock) < 0 || env_add(env, &n, "HIVE_PORT", port) < 0 ||
             env_add(env, &n, "HIVE_STATE_DIR", in_container ? "/state" : a->state_dir) < 0)
                 return -ENOMEM;
+        /* --payload-env, checked by config_finalize: never a fixed name; LANG and TERM may be
+         * replaced */
+        for (size_t i = 0; i < extra; i++) {
+                const char *e = b->cfg->payload_env[i], *eq = strchr(e, '=');
+                if (!eq)
+                        continue;
+                _cleanup_free_ char *key = strndup(e, (size_t)(eq - e));
+                if (!key)
+                        return -ENOMEM;
+                if (backend_payload_env_fixed(key))
+                        continue;
+                if (env_add(env, &n, key, eq + 1) < 0)
+                        return -ENOMEM;
+        }
         *ret_env = TAKE_PTR(env);
         return 0;
 }

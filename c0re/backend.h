@@ -114,6 +114,11 @@ bool backend_available(const HiveConfig *cfg, const char *name, const char **ret
  * backend cannot run here (with the reason). */
 int backend_pick(const HiveConfig *cfg, const char **ret_name, const char **ret_reason);
 
+/* Whether name is one of the variables backend_payload_env() always sets itself (PATH,
+ * HOME, HIVE_LABEL, HIVE_SOCKET, HIVE_PORT, HIVE_STATE_DIR), which --payload-env may not
+ * set. */
+bool backend_payload_env_fixed(const char *name);
+
 /* NULL-terminated list of every backend name, best first. */
 extern const char *const backend_names[];
 
@@ -124,8 +129,9 @@ extern const char *const backend_names[];
  * sentence in *ret_error when the harness is nowhere. */
 int backend_payload_argv(const Backend *b, const BackendAgent *a, char ***ret_argv, char **ret_dir,
                          char **ret_error);
-/* The payload environment: the daemon's PATH, LANG, TERM, plus HIVE_LABEL, HIVE_SOCKET,
- * HIVE_PORT, HIVE_STATE_DIR (container paths for nspawn: /run/hive/mcp.sock and /state;
- * host paths for process).  NULL-terminated, malloc'ed. */
+/* The payload environment: the daemon's PATH, LANG, TERM, plus HOME, HIVE_LABEL,
+ * HIVE_SOCKET, HIVE_PORT, HIVE_STATE_DIR (container paths for nspawn: /run/hive/mcp.sock and
+ * /state; host paths for process), then cfg->payload_env (--payload-env NAME=VALUE), which
+ * replaces LANG or TERM but never a fixed variable.  NULL-terminated, malloc'ed. */
 int backend_payload_env(const Backend *b, const BackendAgent *a, bool in_container,
                         char ***ret_env);

@@ -180,6 +180,42 @@ int broker_unlease(Store *s, const int64_t *ids, size_t n)
         return r < 0 ? r : 0;
 }
 
+int broker_release(Store *s, const char *recipient, const int64_t *ids, size_t n)
+{
+        int r = store_batch_write(s, false);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = NULL;
+        if (!ids) {
+                r = prep(s,
+                         "UPDATE messages SET leased_until = NULL WHERE recipient = ?1 "
+                         "AND acked_at IS NULL AND leased_until > ?2",
+                         &st);
+                if (r < 0)
+                        return r;
+                sqlite3_bind_text(st, 1, recipient, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(st, 2, store_now_ms());
+                int rc = sqlite3_step(st);
+                store_stmt_done(st);
+                if (rc != SQLITE_DONE)
+                        return store_sqlite_errno(s, rc, "release");
+                return sqlite3_changes(store_db(s));
+        }
+        if (n == 0)
+                return 0;
+        r = prep(s,
+                 "UPDATE messages SET leased_until = NULL WHERE id = ?1 AND recipient = ?2 "
+                 "AND acked_at IS NULL AND leased_until > ?3",
+                 &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 2, recipient, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, store_now_ms());
+        r = store_step_each_id(s, st, ids, n, "release");
+        store_stmt_done(st);
+        return r;
+}
+
 int broker_clear_leases(Store *s)
 {
         int r = store_batch_write(s, false);

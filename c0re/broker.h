@@ -33,6 +33,11 @@ int broker_ack(Store *s, const char *recipient, const int64_t *ids, size_t n);
 /* Ends the leases of ids (not acked) so they are offered again.  Returns 0. */
 int broker_unlease(Store *s, const int64_t *ids, size_t n);
 
+/* Ends recipient's own live leases, on ids (ids NULL: all of them), so the messages are
+ * offered again at once.  Returns how many leases ended (ids that are not recipient's,
+ * acked, or not leased are skipped, as broker_ack skips them), or a negative errno. */
+int broker_release(Store *s, const char *recipient, const int64_t *ids, size_t n);
+
 /* Ends every lease (at start-up: no connection survived the restart).  Returns the count. */
 int broker_clear_leases(Store *s);
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend.h"
 #include "cleanup.h"
 #include "config.h"
 #include "hive-config.h"
@@ -18,6 +19,7 @@ typedef enum {
         OPT_STRING,
         OPT_CHOICE,
         OPT_INT,
+        OPT_LIST, /* repeatable: every value is kept, in order (a NULL-terminated char **) */
 } OptType;
 
 typedef struct OptSpec {
@@ -92,6 +94,10 @@ static const OptSpec options[] = {
         {O("builder", OPT_STRING, builder), .metavar = "CMD",
          .doc = "build an approved config with CMD (run by /bin/sh -c, the flake attribute "
                 "as $1, in the meta repo) instead of nix build"},
+        {O("payload-env", OPT_LIST, payload_env), .metavar = "NAME=VALUE",
+         .doc = "add NAME=VALUE to the environment of every payload the nspawn and process "
+                "backends start (repeatable; a later NAME wins; not PATH, HOME or HIVE_LABEL, "
+                "HIVE_SOCKET, HIVE_PORT, HIVE_STATE_DIR)"},
         {O("check-config", OPT_FLAG, check_config),
          .doc = "print the resolved configuration, check it, and exit"},
 };
@@ -137,6 +143,19 @@ static int opt_set(HiveConfig *c, const OptSpec *o, const char *value)
                         return -EINVAL;
                 }
                 *FIELD(c, o, int64_t) = v;
+                return 0;
+        }
+        case OPT_LIST: {
+                char ***list = FIELD(c, o, char **);
+                size_t n = strv_length(*list);
+                char **nl = realloc(*list, (n + 2) * sizeof(char *));
+                if (!nl)
+                        return -ENOMEM;
+                *list = nl;
+                nl[n] = NULL;
+                if (!(nl[n] = strdup(value)))
+                        return -ENOMEM;
+                nl[n + 1] = NULL;
                 return 0;
         }
         }
@@ -222,6 +241,54 @@ static bool url_ok(const char *u)
         return strncmp(u, "http://", 7) == 0 || strncmp(u, "https://", 8) == 0;
 }
 
+/* Checks every --payload-env NAME=VALUE and drops the earlier of two with one NAME, so the
+ * later one wins.  0, or -EINVAL after printing why. */
+static int config_check_payload_env(HiveConfig *c)
+{
+        char **v = c->payload_env;
+        size_t n = strv_length(v);
+        for (size_t i = 0; i < n; i++) {
+                const char *e = v[i], *eq = strchr(e, '=');
+                size_t len = eq ? (size_t)(eq - e) : strlen(e);
+                bool ok = len > 0 && !(e[0] >= '0' && e[0] <= '9') &&
+                          strspn(e, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                    "0123456789_") == len;
+                if (!eq || !ok) {
+                        fprintf(stderr,
+                                "hive-c0re: --payload-env \"%s\" is not NAME=VALUE with a NAME "
+                                "of letters, digits and '_' that does not start with a digit\n",
+                                e);
+                        return -EINVAL;
+                }
+                _cleanup_free_ char *name = strndup(e, len);
+                if (!name)
+                        return -ENOMEM;
+                if (backend_payload_env_fixed(name)) {
+                        fprintf(stderr,
+                                "hive-c0re: --payload-env cannot set %s: the daemon sets it for "
+                                "every payload (PATH, HOME, HIVE_LABEL, HIVE_SOCKET, HIVE_PORT "
+                                "and HIVE_STATE_DIR are fixed)\n",
+                                name);
+                        return -EINVAL;
+                }
+        }
+        /* A later NAME overrides an earlier one: keep only the last of each. */
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+                size_t len = (size_t)(strchr(v[i], '=') - v[i]) + 1;
+                bool later = false;
+                for (size_t j = i + 1; j < n && !later; j++)
+                        later = strncmp(v[i], v[j], len) == 0;
+                if (later)
+                        free(v[i]);
+                else
+                        v[k++] = v[i];
+        }
+        if (v)
+                v[k] = NULL;
+        return 0;
+}
+
 int config_finalize(HiveConfig *c)
 {
         if (strcmp(c->run_dir, "<state-dir>/run") == 0) {
@@ -259,6 +326,10 @@ int config_finalize(HiveConfig *c)
                                 "the option out to run the harness\n");
                 return -EINVAL;
         }
+
+        int r = config_check_payload_env(c);
+        if (r < 0)
+                return r;
 
         const char *colon = strrchr(c->dashboard, ':');
         char *end = NULL;
@@ -304,7 +375,9 @@ void config_done(HiveConfig *c)
                 if (options[i].type == OPT_STRING || options[i].type == OPT_CHOICE) {
                         free(*FIELD(c, &options[i], char *));
                         *FIELD(c, &options[i], char *) = NULL;
-                }
+                } else if (options[i].type == OPT_LIST)
+                        *FIELD(c, &options[i], char **) =
+                                strv_free(*FIELD(c, &options[i], char **));
 }
 
 void config_print_help(FILE *f)
@@ -329,6 +402,8 @@ void config_print_help(FILE *f)
                         fprintf(f, "; with --dev: %s", o->dev_def);
                 if (o->def)
                         fputc(']', f);
+                if (o->type == OPT_LIST)
+                        fputs(" [repeatable]", f);
                 fputc('\n', f);
         }
         fprintf(f, "  %-26s %s\n", "--help", "show this help");
@@ -355,6 +430,14 @@ void config_dump(const HiveConfig *c, FILE *f)
                         fprintf(f, "%s = %lld\n", o->name,
                                 (long long)*FIELD((HiveConfig *)c, o, int64_t));
                         break;
+                case OPT_LIST: {
+                        char **v = *FIELD((HiveConfig *)c, o, char **);
+                        if (!v || !*v)
+                                fprintf(f, "%s = (unset)\n", o->name);
+                        for (; v && *v; v++)
+                                fprintf(f, "%s = %s\n", o->name, *v);
+                        break;
+                }
                 }
         }
 }

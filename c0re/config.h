@@ -30,6 +30,8 @@ typedef struct HiveConfig {
         char *templates_dir;    /* the seed of a new agent's config repo */
         char *nixpkgs;          /* flake ref of the meta flake's nixpkgs input */
         char *builder;          /* NULL: nix build; else a command (sh -c) given the attribute */
+        char **payload_env;     /* NAME=VALUE for every payload, NULL-terminated (or NULL);
+                                 * after config_finalize each NAME once */
 } HiveConfig;
 
 /* Parses `serve` options (argv[0] is "serve").  Defaults depend on --dev wherever it stands.

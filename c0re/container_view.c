@@ -24,6 +24,7 @@ int container_view_row(const HiveConfig *cfg, const AgentRecord *a, AgentStatusR
                 .failed = strcmp(a->status, "failed") == 0,
                 .paused = a->paused,
                 .needs_update = a->needs_update,
+                .needs_login = a->needs_login,
         };
         int k = dup_opt(a->name, &r.name);
         if (k >= 0 && a->deployed_sha) {

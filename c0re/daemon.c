@@ -257,6 +257,11 @@ static int daemon_start(Daemon *d)
                 return log_error_errno(r, "backend %s cannot run here: %s", c->backend,
                                        d->backend_reason);
         log_info("backend %s: %s", d->backend, d->backend_reason);
+        /* A NixOS container's payload is started by its own configuration, not by us. */
+        if (c->payload_env && c->payload_env[0] && strcmp(d->backend, "nixos-container") == 0)
+                log_warning("--payload-env does not reach nixos-container payloads (their NixOS "
+                            "configuration starts them); set the variables in the agent's config "
+                            "instead");
 
         r = fsutil_mkdir_p(c->state_dir, 0750);
         if (r < 0)

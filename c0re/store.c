@@ -131,6 +131,9 @@ static const char *const migrations[] = {
         "  OR phase IS NOT NULL;"
         /* a rebuild would change what the container runs (meta inputs were updated) */
         "ALTER TABLE agents ADD COLUMN needs_update INTEGER NOT NULL DEFAULT 0;",
+        /* 5 → 6: the harness reports that the model CLI has no valid session
+         * (set_harness_state); active_model, which it also reports, exists since 1. */
+        "ALTER TABLE agents ADD COLUMN needs_login INTEGER NOT NULL DEFAULT 0;",
 };
 
 int store_sqlite_errno(Store *s, int rc, const char *what)
@@ -304,7 +307,7 @@ void agent_records_free(AgentRecord *a, size_t n)
 #define AGENT_COLUMNS                                                                              \
         "name, role, created_at, COALESCE(destroyed_at, 0), paused, parent, status, "              \
         "status_text, COALESCE(status_set_at, 0), active_model, COALESCE(port, 0), deployed_sha, " \
-        "wanted, failed_log, needs_update"
+        "wanted, failed_log, needs_update, needs_login"
 
 static int agent_from_row(sqlite3_stmt *st, AgentRecord *a)
 {
@@ -324,6 +327,7 @@ static int agent_from_row(sqlite3_stmt *st, AgentRecord *a)
                 .wanted = col_strdup(st, 12),
                 .failed_log = col_strdup(st, 13),
                 .needs_update = sqlite3_column_int(st, 14) != 0,
+                .needs_login = sqlite3_column_int(st, 15) != 0,
         };
         if (!a->name || !a->role || !a->status || !a->wanted) {
                 agent_record_done(a);
@@ -737,6 +741,41 @@ int store_agent_set_needs_update(Store *s, const char *name, bool needs)
                             "WHERE destroyed_at IS NULL AND (?1 IS NULL OR name = ?1)",
                             name, NULL, needs, "set needs_update");
         return r < 0 ? r : 0;
+}
+
+int store_agent_set_harness(Store *s, const char *name, int needs_login, const char *model)
+{
+        int w = store_batch_write(s, true);
+        if (w < 0)
+                return w;
+        sqlite3_stmt *st = NULL;
+        /* Only a row that would change is written: an unchanged report is not published. */
+        int r = store_stmt(s,
+                           "UPDATE agents SET needs_login = COALESCE(?2, needs_login), "
+                           "  active_model = COALESCE(?3, active_model) "
+                           "WHERE destroyed_at IS NULL AND name = ?1 "
+                           "  AND (needs_login IS NOT COALESCE(?2, needs_login) "
+                           "    OR active_model IS NOT COALESCE(?3, active_model))",
+                           &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        if (needs_login >= 0)
+                sqlite3_bind_int(st, 2, needs_login > 0);
+        bind_text_or_null(st, 3, model);
+        int rc = sqlite3_step(st);
+        store_stmt_done(st);
+        if (rc != SQLITE_DONE)
+                return store_sqlite_errno(s, rc, "set harness state");
+        if (sqlite3_changes(s->db) > 0)
+                return 1;
+        int64_t n = 0;
+        r = store_query_int64(
+                s, "SELECT COUNT(*) FROM agents WHERE destroyed_at IS NULL AND name = ?1", name,
+                &n);
+        if (r < 0)
+                return r;
+        return n > 0 ? 0 : -ENOENT;
 }
 
 int store_agent_destroy(Store *s, const char *name, bool purged)

@@ -27,6 +27,7 @@ typedef struct AgentRecord {
         char *wanted;       /* "stopped" or "running": what the daemon keeps it at */
         char *failed_log;   /* the last log lines kept when it was marked failed */
         bool needs_update;  /* the meta inputs changed since it was last built */
+        bool needs_login;   /* the harness reported that the model CLI has no valid session */
 } AgentRecord;
 
 void agent_record_done(AgentRecord *a);
@@ -68,6 +69,10 @@ int store_agent_set_failed(Store *s, const char *name, const char *log);
 int store_agent_set_deployed(Store *s, const char *name, const char *sha);
 /* Sets or clears needs_update of a live agent (every live agent when name is NULL). */
 int store_agent_set_needs_update(Store *s, const char *name, bool needs);
+/* Records what a live agent's harness reported: needs_login (1 or 0; -1 keeps it) and
+ * active_model (NULL keeps it).  Returns 1 when the row changed, 0 when it already held
+ * those values, or -ENOENT. */
+int store_agent_set_harness(Store *s, const char *name, int needs_login, const char *model);
 /* Ends a live agent: its row stays as a tombstone (state kept) unless purged.  -ENOENT. */
 int store_agent_destroy(Store *s, const char *name, bool purged);
 /* Removes a live agent's row entirely (a spawn that failed).  -ENOENT. */

@@ -4,9 +4,9 @@
 HIVE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # Debian packages needed to build and run the daemon.
-HIVE_BUILD_PACKAGES="gcc pkg-config meson ninja-build libjansson-dev libsqlite3-dev libsystemd-dev libgit2-dev socat nix-bin git"
+HIVE_BUILD_PACKAGES="gcc pkg-config meson ninja-build libjansson-dev libsqlite3-dev libsystemd-dev libgit2-dev socat nix-bin git libmicrohttpd-dev"
 # Extra packages the test suite needs.
-HIVE_TEST_PACKAGES="libcmocka-dev python3 python3-pytest socat clang libclang-rt-14-dev clang-format util-linux systemd-container"
+HIVE_TEST_PACKAGES="libcmocka-dev python3 python3-pytest socat clang libclang-rt-14-dev clang-format util-linux systemd-container python3-selenium chromium chromium-driver"
 
 hive_missing_packages() {
     local missing="" p

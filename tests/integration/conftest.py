@@ -229,3 +229,35 @@ def hive(make_daemon):
 def fixture_bytes(name):
     with open(os.path.join(FIXTURES, name), "rb") as f:
         return f.read()
+
+
+CHROMIUM = os.environ.get("HIVE_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("HIVE_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+@pytest.fixture
+def browser():
+    """Headless chromium driven through chromedriver (python3-selenium).  Never skips: the
+    scripts install chromium, chromium-driver and python3-selenium, so a missing one fails."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.options import Options
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as e:
+        pytest.fail(f"python3-selenium is missing ({e}); install it (scripts/test does)")
+    for path, pkg in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not os.access(path, os.X_OK):
+            pytest.fail(f"{path} is missing; install the Debian package {pkg} (scripts/test "
+                        "does), or point HIVE_CHROMIUM / HIVE_CHROMEDRIVER at them")
+    opts = Options()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--window-size=1200,900", "--no-first-run", "--disable-extensions"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -208,6 +208,40 @@ static void test_life_cycle_and_environment(void **state)
         free(err);
 }
 
+/* --payload-env: after the fixed variables, in order; LANG and TERM replaced, not doubled. */
+static void test_payload_env_extra(void **state)
+{
+        Fx *fx = *state;
+        char *extra[] = {"HIVE_MODEL_BIN=/x/fake-claude", "LANG=C.UTF-8", "EMPTY=", NULL};
+        fx->cfg.payload_env = extra;
+        const char *old = getenv("LANG");
+        char *saved = old ? strdup(old) : NULL;
+        setenv("LANG", "de_DE.UTF-8", 1);
+        char **env = NULL;
+        assert_int_equal(backend_payload_env(fx->b, &fx->a, false, &env), 0);
+        fx->cfg.payload_env = NULL;
+        if (saved)
+                setenv("LANG", saved, 1);
+        else
+                unsetenv("LANG");
+        free(saved);
+        size_t n = strv_length(env), lang = 0, label_at = n, model_at = n;
+        for (size_t i = 0; i < n; i++) {
+                if (strncmp(env[i], "LANG=", 5) == 0) {
+                        lang++;
+                        assert_string_equal(env[i], "LANG=C.UTF-8");
+                }
+                if (strcmp(env[i], "HIVE_LABEL=a1") == 0)
+                        label_at = i;
+                if (strcmp(env[i], "HIVE_MODEL_BIN=/x/fake-claude") == 0)
+                        model_at = i;
+        }
+        assert_int_equal(lang, 1);
+        assert_true(label_at < model_at && model_at < n);
+        assert_string_equal(env[n - 1], "EMPTY=");
+        strv_free(env);
+}
+
 static void test_payload_exiting_at_once_fails_start(void **state)
 {
         Fx *fx = *state;
@@ -344,6 +378,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_life_cycle_and_environment, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_payload_exiting_at_once_fails_start, setup,
                                                 teardown),
+                cmocka_unit_test_setup_teardown(test_payload_env_extra, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_missing_harness, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_exit_callback_on_kill9, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stop_escalates_to_sigkill, setup, teardown),

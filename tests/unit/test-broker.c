@@ -457,6 +457,48 @@ static void test_unlease(void **state)
         assert_int_equal(lease(fx->store, "bob", 3, LONG_LEASE_MS, NULL, 0), 0);
 }
 
+static void test_release(void **state)
+{
+        Fixture *fx = *state;
+        int64_t a = send_msg(fx->store, "alice", "bob", "a");
+        int64_t b = send_msg(fx->store, "alice", "bob", "b");
+        int64_t c = send_msg(fx->store, "alice", "bob", "c");
+        int64_t idle = send_msg(fx->store, "alice", "bob", "never leased");
+        int64_t carol = send_msg(fx->store, "alice", "carol", "not bob's");
+        int64_t got[3];
+        assert_int_equal(lease(fx->store, "bob", 3, LONG_LEASE_MS, got, 3), 3);
+        assert_int_equal(lease(fx->store, "carol", 1, LONG_LEASE_MS, got, 1), 1);
+        assert_int_equal(broker_release(fx->store, "bob", got, 0), 0); /* no ids given */
+
+        /* By ids: only bob's own leased ones count; carol's, unleased and unknown are
+         * skipped, and carol's lease stays. */
+        int64_t some[] = {c, carol, idle, 999999, c};
+        assert_int_equal(broker_release(fx->store, "bob", some, 5), 1);
+        assert_true(tu_sql_int(fx->store, "SELECT leased_until FROM messages WHERE id = ?1",
+                               carol) > 0);
+        assert_int_equal(lease(fx->store, "bob", 3, LONG_LEASE_MS, got, 3), 2);
+        assert_int_equal(got[0], c);
+        assert_int_equal(got[1], idle);
+        assert_int_equal(deliveries(fx->store, c), 2);
+
+        /* All of bob's: a, b, c, idle; an acked one is not brought back. */
+        assert_int_equal(broker_ack(fx->store, "bob", &b, 1), 1);
+        assert_int_equal(broker_release(fx->store, "bob", NULL, 0), 3);
+        assert_int_equal(broker_release(fx->store, "bob", NULL, 0), 0);
+        assert_int_equal(lease(fx->store, "bob", 10, LONG_LEASE_MS, got, 3), 3);
+        assert_int_equal(got[0], a);
+        assert_int_equal(got[1], c);
+        assert_int_equal(got[2], idle);
+        assert_true(tu_sql_int(fx->store, "SELECT leased_until FROM messages WHERE id = ?1",
+                               carol) > 0);
+
+        /* An expired lease is no lease: nothing to release. */
+        assert_int_equal(broker_release(fx->store, "bob", NULL, 0), 3);
+        assert_int_equal(lease(fx->store, "bob", 1, SHORT_LEASE_MS, got, 1), 1);
+        wait_past(store_now_ms() + SHORT_LEASE_MS);
+        assert_int_equal(broker_release(fx->store, "bob", got, 1), 0);
+}
+
 static void test_clear_leases(void **state)
 {
         Fixture *fx = *state;
@@ -1036,6 +1078,7 @@ int main(void)
                 T(test_lease_expiry_redelivers),
                 T(test_lease_expired_comes_first),
                 T(test_unlease),
+                T(test_release),
                 T(test_clear_leases),
                 T(test_clear_leases_after_reopen),
                 T(test_ack),

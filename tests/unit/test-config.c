@@ -284,6 +284,53 @@ static void test_socket_path_too_long(void **state)
         assert_int_equal(config_finalize(&fx->cfg), -EINVAL);
 }
 
+static void test_payload_env(void **state)
+{
+        Fixture *fx = *state;
+        HiveConfig *c = &fx->cfg;
+        assert_int_equal(PARSE(fx), 0);
+        assert_null(c->payload_env);
+        assert_int_equal(config_finalize(c), 0);
+        assert_null(c->payload_env);
+
+        /* Repeatable, in order; a later NAME wins; values may hold '=' or be empty. */
+        assert_int_equal(PARSE(fx, "--payload-env", "A=1", "--payload-env=HTTPS_PROXY=http://p:3",
+                               "--payload-env", "_x9=a=b", "--payload-env", "A=2", "--payload-env",
+                               "EMPTY=", "--payload-env", "AB=3"),
+                         0);
+        assert_int_equal(config_finalize(c), 0);
+        const char *want[] = {"HTTPS_PROXY=http://p:3", "_x9=a=b", "A=2", "EMPTY=", "AB=3", NULL};
+        for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+                if (want[i])
+                        assert_string_equal(c->payload_env[i], want[i]);
+                else
+                        assert_null(c->payload_env[i]);
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        assert_non_null(f);
+        config_dump(c, f);
+        fclose(f);
+        assert_non_null(strstr(text, "payload-env = HTTPS_PROXY=http://p:3\npayload-env = "
+                                     "_x9=a=b\n"));
+        free(text);
+
+        /* Bad names and the fixed variables are refused at the check. */
+        const char *bad[] = {"NOVALUE",        "=x",          "9A=1",
+                             "A-B=1",          "A B=1",       "Ä=1",
+                             "PATH=/x",        "HOME=/h",     "HIVE_LABEL=x",
+                             "HIVE_SOCKET=/s", "HIVE_PORT=1", "HIVE_STATE_DIR=/s"};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                assert_int_equal(PARSE(fx, "--payload-env", "OK=1", "--payload-env", bad[i]), 0);
+                assert_int_equal(config_finalize(c), -EINVAL);
+        }
+        assert_int_equal(PARSE(fx, "--payload-env"), -EINVAL); /* needs a value */
+        /* LANG and TERM, which the daemon passes on from its own environment, may be set */
+        assert_int_equal(PARSE(fx, "--payload-env", "LANG=C.UTF-8", "--payload-env", "TERM=dumb"),
+                         0);
+        assert_int_equal(config_finalize(c), 0);
+}
+
 /* config_parse() prints --help on stdout, which carries the test's TAP stream: send it to
  * /dev/null. */
 static int parse_quiet(Fixture *fx, const char *a, const char *b, const char *c, const char *d)
@@ -319,6 +366,8 @@ static void test_help(void **state)
         assert_non_null(strstr(text, "[default: /var/lib/hyperhive; with --dev: ./.hive]"));
         assert_non_null(strstr(text, "(auto, nixos-container, nspawn, process)"));
         assert_non_null(strstr(text, "--help"));
+        assert_non_null(strstr(text, "--payload-env NAME=VALUE"));
+        assert_non_null(strstr(text, "[repeatable]"));
         free(text);
 }
 
@@ -337,6 +386,7 @@ static void test_dump(void **state)
         assert_non_null(strstr(text, "state-dir = /var/lib/hyperhive\n"));
         assert_non_null(strstr(text, "home-url = https://hive.local/\n"));
         assert_non_null(strstr(text, "forge-url = (unset)\n"));
+        assert_non_null(strstr(text, "payload-env = (unset)\n"));
         assert_non_null(strstr(text, "max-clients = 512\n"));
         assert_null(strstr(text, "check-config"));
         free(text);
@@ -359,6 +409,7 @@ int main(void)
                 T(test_urls),
                 T(test_dashboard),
                 T(test_socket_path_too_long),
+                T(test_payload_env),
                 T(test_help),
                 T(test_dump),
         };

@@ -271,6 +271,61 @@ static void test_set_paused(void **state)
         }
 }
 
+/* Schema 5 → 6 adds needs_login to a database that has agents, defaulting to false. */
+static void test_migrate_adds_needs_login(void **state)
+{
+        Fixture *fx = *state;
+        open_store(fx);
+        insert(fx->store, "old", "running");
+        fx->store = store_close(fx->store);
+        sql_exec(fx->db, "ALTER TABLE agents DROP COLUMN needs_login; PRAGMA user_version = 5;");
+
+        open_store(fx);
+        int v = -1;
+        assert_int_equal(store_get_version(fx->store, &v), 0);
+        assert_int_equal(v, store_schema_version());
+        assert_true(v >= 6);
+        AgentRecord got;
+        assert_int_equal(store_agent_get(fx->store, "old", &got), 0);
+        assert_false(got.needs_login);
+        agent_record_done(&got);
+        fx->store = store_close(fx->store);
+        char *dflt = sql_value(fx->db, "SELECT needs_login FROM agents WHERE name = 'old'");
+        assert_string_equal(dflt, "0");
+        free(dflt);
+}
+
+static void test_set_harness(void **state)
+{
+        Fixture *fx = *state;
+        open_store(fx);
+        insert(fx->store, "h", NULL);
+        assert_int_equal(store_agent_set_harness(fx->store, "ghost", 1, NULL), -ENOENT);
+        assert_int_equal(store_agent_set_harness(fx->store, "ghost", -1, "m"), -ENOENT);
+
+        /* Changes answer 1, repeats 0; an unset field is kept. */
+        assert_int_equal(store_agent_set_harness(fx->store, "h", 1, NULL), 1);
+        assert_int_equal(store_agent_set_harness(fx->store, "h", 1, NULL), 0);
+        assert_int_equal(store_agent_set_harness(fx->store, "h", -1, "claude-opus-4-6"), 1);
+        assert_int_equal(store_agent_set_harness(fx->store, "h", 1, "claude-opus-4-6"), 0);
+        AgentRecord got;
+        assert_int_equal(store_agent_get(fx->store, "h", &got), 0);
+        assert_true(got.needs_login);
+        assert_string_equal(got.active_model, "claude-opus-4-6");
+        agent_record_done(&got);
+
+        assert_int_equal(store_agent_set_harness(fx->store, "h", 0, "m2"), 1);
+        assert_int_equal(store_agent_set_harness(fx->store, "h", -1, NULL), 0);
+        assert_int_equal(store_agent_get(fx->store, "h", &got), 0);
+        assert_false(got.needs_login);
+        assert_string_equal(got.active_model, "m2");
+        agent_record_done(&got);
+
+        /* A destroyed agent has no live row. */
+        assert_int_equal(store_agent_destroy(fx->store, "h", false), 0);
+        assert_int_equal(store_agent_set_harness(fx->store, "h", 1, NULL), -ENOENT);
+}
+
 static void test_list_sorted(void **state)
 {
         Fixture *fx = *state;
@@ -422,6 +477,8 @@ int main(void)
                 T(test_insert_duplicate),
                 T(test_get_unknown),
                 T(test_set_paused),
+                T(test_migrate_adds_needs_login),
+                T(test_set_harness),
                 T(test_list_sorted),
                 T(test_list_empty),
                 T(test_state_and_wanted),
