@@ -157,7 +157,9 @@ def run_fuzz(t, seconds):
     for name in targets:
         with tempfile.TemporaryDirectory() as d:
             corpus = os.path.join(d, "corpus")
-            shutil.copytree(os.path.join(ROOT, "tests", "fuzz", "corpus"), corpus)
+            own = os.path.join(ROOT, "tests", "fuzz", "corpus-" + name[len("fuzz-"):])
+            seeds = own if os.path.isdir(own) else os.path.join(ROOT, "tests", "fuzz", "corpus")
+            shutil.copytree(seeds, corpus)
             cmd = [os.path.join(FUZZ_BUILD, "tests", "fuzz", name), f"-max_total_time={seconds}",
                    f"-artifact_prefix={d}/", "-print_final_stats=1", corpus]
             p = subprocess.run(cmd, capture_output=True, text=True)
