@@ -187,7 +187,7 @@ class Hive:
 
     def _argv(self, state):
         return [self.binary, "serve", "--state-dir", state, "--run-dir", os.path.join(state, "run"),
-                "--log-level", "warning", "--dashboard", f"127.0.0.1:{free_port()}"]
+                "--log-level", "warning", "--dashboard", f"127.0.0.1:{free_port()}", "--no-manager"]
 
     def start(self, base, agents):
         state = os.path.join(base, "hive")
