@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "errors.h"
 #include "fsutil.h"
 #include "log.h"
 #include "login.h"
@@ -376,29 +377,10 @@ static void stream_read(Flow *f, Stream *st)
 static int token_save(const Settings *s, const char *token)
 {
         _cleanup_free_ char *path = settings_state_path(s, LOGIN_TOKEN_FILE);
-        _cleanup_free_ char *tmp = NULL;
-        if (!path || asprintf(&tmp, "%s/.%s.XXXXXX", s->state_dir, LOGIN_TOKEN_FILE) < 0)
-                return -ENOMEM;
-        _cleanup_close_ int fd = mkostemp(tmp, O_CLOEXEC);
-        if (fd < 0)
-                return -errno;
         _cleanup_free_ char *line = NULL;
-        if (asprintf(&line, "%s\n", token) < 0) {
-                (void)unlink(tmp);
+        if (!path || asprintf(&line, "%s\n", token) < 0)
                 return -ENOMEM;
-        }
-        int r = 0;
-        size_t len = strlen(line);
-        ssize_t n = 0;
-        if (fchmod(fd, 0600) < 0 || (n = write(fd, line, len)) < 0 || fsync(fd) < 0)
-                r = -errno;
-        else if ((size_t)n != len)
-                r = -EIO; /* a short write to a regular file: the disk is full */
-        if (r == 0 && rename(tmp, path) < 0)
-                r = -errno;
-        if (r < 0)
-                (void)unlink(tmp);
-        return r;
+        return fsutil_write_atomic(path, line, strlen(line), 0600);
 }
 
 char *login_token(const Settings *s)
@@ -656,27 +638,13 @@ static int spawn_setup_token(const Settings *s, const char *path, int cwd_fd, in
         return -r;
 }
 
-static int fail(char **ret_error, int r, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-static int fail(char **ret_error, int r, const char *fmt, ...)
-{
-        if (ret_error) {
-                va_list ap;
-                va_start(ap, fmt);
-                if (vasprintf(ret_error, fmt, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
-}
-
 int login_start(Login *l, char **ret_error)
 {
         const Settings *s = l->s;
         pthread_mutex_lock(&l->lock);
         if (l->active || l->freeing) {
                 pthread_mutex_unlock(&l->lock);
-                return fail(ret_error, -EBUSY, "a login is already running");
+                return hive_refuse(ret_error, -EBUSY, "a login is already running");
         }
         /* Claimed now, so a second start cannot race this one, and counted as a thread, so
          * login_free() waits for it; both given back on failure. */
@@ -701,29 +669,30 @@ int login_start(Login *l, char **ret_error)
         _cleanup_free_ char *path = NULL;
         if (cwd_fd < 0) {
                 r = -errno;
-                fail(ret_error, r, "cannot open the state directory %s: %s", s->state_dir,
-                     strerror(-r));
+                hive_refuse(ret_error, r, "cannot open the state directory %s: %s", s->state_dir,
+                            strerror(-r));
                 goto undo;
         }
         if ((r = make_pipe(in)) < 0 || (r = make_pipe(out)) < 0 || (r = make_pipe(err)) < 0) {
-                fail(ret_error, r, "cannot make pipes for the login: %s", strerror(-r));
+                hive_refuse(ret_error, r, "cannot make pipes for the login: %s", strerror(-r));
                 goto undo;
         }
         f = calloc(1, sizeof(*f));
         if (!f) {
-                r = fail(ret_error, -ENOMEM, "out of memory");
+                r = hive_refuse(ret_error, -ENOMEM, "out of memory");
                 goto undo;
         }
         /* Looked up first: a failed exec is not reported by every posix_spawn (valgrind's). */
         path = fsutil_find_program(s->model_bin);
         r = path ? spawn_setup_token(s, path, cwd_fd, in[0], out[1], err[1], &pid) : -ENOENT;
         if (r == -ENOENT) {
-                fail(ret_error, r, "the model CLI \"%s\" was not found (HIVE_MODEL_BIN)",
-                     s->model_bin);
+                hive_refuse(ret_error, r, "the model CLI \"%s\" was not found (HIVE_MODEL_BIN)",
+                            s->model_bin);
                 goto undo;
         }
         if (r < 0) {
-                fail(ret_error, r, "cannot run %s setup-token: %s", s->model_bin, strerror(-r));
+                hive_refuse(ret_error, r, "cannot run %s setup-token: %s", s->model_bin,
+                            strerror(-r));
                 goto undo;
         }
         /* Only the child may hold its ends, or EOF never comes. */
@@ -781,8 +750,8 @@ int login_start(Login *l, char **ret_error)
                 pthread_cond_broadcast(&l->idle);
                 pthread_mutex_unlock(&l->lock);
                 publish_state(l, "failed", "result", "failed");
-                return fail(ret_error, -k, "cannot start the login's reader thread: %s",
-                            strerror(k));
+                return hive_refuse(ret_error, -k, "cannot start the login's reader thread: %s",
+                                   strerror(k));
         }
         return 0;
 
@@ -830,26 +799,28 @@ static int write_all_nosigpipe(int fd, const char *p, size_t n)
 int login_code(Login *l, const char *code, char **ret_error)
 {
         if (!code || !*code)
-                return fail(ret_error, -EINVAL, "the code is empty");
+                return hive_refuse(ret_error, -EINVAL, "the code is empty");
         size_t n = strlen(code);
         if (n > LOGIN_CODE_MAX)
-                return fail(ret_error, -EINVAL, "the code is longer than %u bytes", LOGIN_CODE_MAX);
+                return hive_refuse(ret_error, -EINVAL, "the code is longer than %u bytes",
+                                   LOGIN_CODE_MAX);
         for (size_t i = 0; i < n; i++) {
                 unsigned char c = (unsigned char)code[i];
                 if (c < 0x20 || c == 0x7f)
-                        return fail(ret_error, -EINVAL,
-                                    "the code has a control character (a line break?) at byte "
-                                    "%zu",
-                                    i + 1);
+                        return hive_refuse(
+                                ret_error, -EINVAL,
+                                "the code has a control character (a line break?) at byte "
+                                "%zu",
+                                i + 1);
         }
         _cleanup_free_ char *line = NULL;
         if (asprintf(&line, "%s\n", code) < 0)
-                return fail(ret_error, -ENOMEM, "out of memory");
+                return hive_refuse(ret_error, -ENOMEM, "out of memory");
 
         pthread_mutex_lock(&l->lock);
         if (!l->active || l->in_fd < 0) {
                 pthread_mutex_unlock(&l->lock);
-                return fail(ret_error, -ESRCH, "no login is running");
+                return hive_refuse(ret_error, -ESRCH, "no login is running");
         }
         /* A pipe takes this much without blocking unless the child stopped reading and let
          * 64 KiB of earlier codes pile up; the write is under the lock so a cancel cannot
@@ -857,9 +828,9 @@ int login_code(Login *l, const char *code, char **ret_error)
         int r = write_all_nosigpipe(l->in_fd, line, n + 1);
         pthread_mutex_unlock(&l->lock);
         if (r < 0)
-                return fail(ret_error, r, "the code could not be passed to %s setup-token: %s",
-                            l->s->model_bin,
-                            r == -EPIPE ? "it is not reading any more" : strerror(-r));
+                return hive_refuse(
+                        ret_error, r, "the code could not be passed to %s setup-token: %s",
+                        l->s->model_bin, r == -EPIPE ? "it is not reading any more" : strerror(-r));
         return 0;
 }
 

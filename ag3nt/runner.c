@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "errors.h"
+#include "fsutil.h"
 #include "log.h"
 #include "prompts.h"
 #include "proto.h"
@@ -33,33 +35,12 @@ static const char *const builtin_tools[] = {
 static int write_file_atomic(const char *dir, const char *name, const char *text, char **ret_path,
                              char **ret_error)
 {
-        _cleanup_free_ char *path = NULL, *tmp = NULL;
-        if (asprintf(&path, "%s/%s", dir, name) < 0 || asprintf(&tmp, "%s.tmp", path) < 0)
+        _cleanup_free_ char *path = NULL;
+        if (asprintf(&path, "%s/%s", dir, name) < 0)
                 return -ENOMEM;
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        int r = 0;
-        if (fd < 0)
-                r = -errno;
-        size_t len = strlen(text);
-        for (size_t off = 0; r == 0 && off < len;) {
-                ssize_t k = write(fd, text + off, len - off);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0)
-                        r = -errno;
-                else
-                        off += (size_t)k;
-        }
-        if (fd >= 0 && close(fd) < 0 && r == 0)
-                r = -errno;
-        if (r == 0 && rename(tmp, path) < 0)
-                r = -errno;
-        if (r < 0) {
-                (void)unlink(tmp);
-                if (asprintf(ret_error, "cannot write %s: %s", path, strerror(-r)) < 0)
-                        return -ENOMEM;
-                return r;
-        }
+        int r = fsutil_write_atomic(path, text, strlen(text), 0600);
+        if (r < 0)
+                return hive_refuse(ret_error, r, "cannot write %s: %s", path, strerror(-r));
         *ret_path = TAKE_PTR(path);
         return 0;
 }

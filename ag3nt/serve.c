@@ -22,6 +22,7 @@
 
 #include "cleanup.h"
 #include "errors.h"
+#include "fsutil.h"
 #include "harness.h"
 #include "hivelink.h"
 #include "log.h"
@@ -346,23 +347,13 @@ int harness_set_model(Harness *h, const char *model, char **ret_error)
                 return -EINVAL;
         }
         _cleanup_free_ char *path = settings_state_path(h->s, SETTINGS_MODEL_FILE);
-        _cleanup_free_ char *tmp = NULL;
-        if (!path || asprintf(&tmp, "%s.tmp", path) < 0)
+        _cleanup_free_ char *line = NULL;
+        if (!path || asprintf(&line, "%s\n", model) < 0)
                 return -ENOMEM;
-        FILE *f = fopen(tmp, "we");
-        int r = 0;
-        if (!f || fprintf(f, "%s\n", model) < 0)
-                r = -errno;
-        if (f && fclose(f) != 0 && r == 0)
-                r = -errno;
-        if (r == 0 && rename(tmp, path) < 0)
-                r = -errno;
-        if (r < 0) {
-                (void)unlink(tmp);
-                if (asprintf(ret_error, "cannot save the model in %s: %s", path, strerror(-r)) < 0)
-                        *ret_error = NULL;
-                return r;
-        }
+        int r = fsutil_write_atomic(path, line, strlen(line), 0644);
+        if (r < 0)
+                return hive_refuse(ret_error, r, "cannot save the model in %s: %s", path,
+                                   strerror(-r));
         char *m = strdup(model);
         if (!m)
                 return -ENOMEM;

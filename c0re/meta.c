@@ -265,35 +265,6 @@ static char *flake_text(const HiveConfig *cfg, const MetaAgent *const *agents, s
         return text;
 }
 
-/* Replaces path with content (through a temporary file and rename). */
-static int write_file_atomic(const char *path, const char *content)
-{
-        _cleanup_free_ char *tmp = NULL;
-        if (asprintf(&tmp, "%s.tmp", path) < 0)
-                return -ENOMEM;
-        _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0)
-                return -errno;
-        size_t len = strlen(content), done = 0;
-        while (done < len) {
-                ssize_t k = write(fd, content + done, len - done);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        int r = -errno;
-                        (void)unlink(tmp);
-                        return r;
-                }
-                done += (size_t)k;
-        }
-        if (fsync(fd) < 0 || rename(tmp, path) < 0) {
-                int r = -errno;
-                (void)unlink(tmp);
-                return r;
-        }
-        return 0;
-}
-
 /* Writes the flake of agents into the work tree of dir. */
 static int write_flake_at(const HiveConfig *cfg, const MetaAgent *agents, size_t n,
                           char **ret_error)
@@ -316,7 +287,7 @@ static int write_flake_at(const HiveConfig *cfg, const MetaAgent *agents, size_t
         _cleanup_free_ char *path = meta_file(cfg, "flake.nix");
         if (!text || !path)
                 return hive_refuse(ret_error, -ENOMEM, "out of memory");
-        int r = write_file_atomic(path, text);
+        int r = fsutil_write_atomic(path, text, strlen(text), 0644);
         if (r < 0)
                 return hive_refuse(ret_error, r, "cannot write %s: %s", path, strerror(-r));
         return 0;

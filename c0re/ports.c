@@ -85,25 +85,11 @@ int ports_assign(const char *state_dir, const char *name, uint16_t *ret)
                 if (r < 0)
                         return r;
                 /* write then rename, so a crash never leaves a half-written port file */
-                _cleanup_free_ char *tmp = NULL;
-                if (asprintf(&tmp, "%s.tmp", file) < 0)
-                        return -ENOMEM;
-                _cleanup_close_ int fd =
-                        open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-                if (fd < 0)
-                        return -errno;
                 char buf[16];
                 int n = snprintf(buf, sizeof(buf), "%u\n", (unsigned)port);
-                if (write(fd, buf, (size_t)n) != n || fsync(fd) < 0) {
-                        r = -errno;
-                        (void)unlink(tmp);
-                        return r ? r : -EIO;
-                }
-                if (rename(tmp, file) < 0) {
-                        r = -errno;
-                        (void)unlink(tmp);
+                r = fsutil_write_atomic(file, buf, (size_t)n, 0644);
+                if (r < 0)
                         return r;
-                }
                 *ret = port;
                 return 0;
         }

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "fsutil.h"
 #include "log.h"
 #include "supervise.h"
 
@@ -128,25 +129,11 @@ static int pid_file_write(const Supervisor *s, const char *name, pid_t pid,
                           unsigned long long start)
 {
         _cleanup_free_ char *path = pid_path(s, name);
-        _cleanup_free_ char *tmp = NULL;
-        if (!path || asprintf(&tmp, "%s/.%s.pid.tmp", s->pid_dir, name) < 0)
+        if (!path)
                 return -ENOMEM;
-        _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0)
-                return -errno;
         char buf[64];
         int n = snprintf(buf, sizeof(buf), "%d %llu\n", (int)pid, start);
-        if (write(fd, buf, (size_t)n) != n) {
-                int r = errno ? -errno : -EIO;
-                unlink(tmp);
-                return r;
-        }
-        if (rename(tmp, path) < 0) {
-                int r = -errno;
-                unlink(tmp);
-                return r;
-        }
-        return 0;
+        return fsutil_write_atomic(path, buf, (size_t)n, 0600);
 }
 
 static void pid_file_remove(const Supervisor *s, const char *name)

@@ -1,4 +1,4 @@
-/* Directory creation and removal, program lookup. */
+/* Directory creation and removal, atomic file writes, program lookup. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -116,4 +116,38 @@ char *fsutil_find_program(const char *prog)
                 free(full);
         }
         return NULL;
+}
+
+int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+        const char *slash = strrchr(path, '/');
+        _cleanup_free_ char *tmp = NULL;
+        int k = slash ? asprintf(&tmp, "%.*s/.%s.XXXXXX", (int)(slash - path), path, slash + 1)
+                      : asprintf(&tmp, ".%s.XXXXXX", path);
+        if (k < 0)
+                return -ENOMEM;
+        _cleanup_close_ int fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        int r = 0;
+        if (fchmod(fd, mode) < 0)
+                r = -errno;
+        for (size_t off = 0; r == 0 && off < len;) {
+                ssize_t n = write(fd, (const char *)data + off, len - off);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        r = -errno;
+                else if (n == 0)
+                        r = -EIO;
+                else
+                        off += (size_t)n;
+        }
+        if (r == 0 && fsync(fd) < 0)
+                r = -errno;
+        if (r == 0 && rename(tmp, path) < 0)
+                r = -errno;
+        if (r < 0)
+                (void)unlink(tmp);
+        return r;
 }

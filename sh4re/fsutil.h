@@ -1,6 +1,7 @@
-/* Filesystem helpers: directory creation and removal. */
+/* Filesystem helpers: directory creation and removal, atomic file writes, program lookup. */
 #pragma once
 
+#include <stddef.h>
 #include <sys/types.h>
 
 /* Creates path and its missing parents (parents with 0755, path itself with mode).  An
@@ -15,3 +16,9 @@ int fsutil_rm_rf(const char *path);
 /* The executable prog: itself when it holds a '/', else the first match on $PATH (a default
  * PATH when unset).  Returns it malloc'ed, or NULL when there is none (or out of memory). */
 char *fsutil_find_program(const char *prog);
+
+/* Replaces path with len bytes of data, atomically: a temp file in the same directory
+ * (".<name>.XXXXXX") gets the data and mode, is fsync'd and renamed over path, so a reader or a
+ * crash sees the old file or the new one, never a part.  Returns 0 or a negative errno (the
+ * temp file is removed then). */
+int fsutil_write_atomic(const char *path, const void *data, size_t len, mode_t mode);

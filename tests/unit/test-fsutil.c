@@ -56,6 +56,42 @@ static void test_rm_rf_keeps_symlink_targets(void **state)
         free(dir);
 }
 
+static void test_write_atomic(void **state)
+{
+        char *dir = tu_mkdtemp();
+        char *path = NULL;
+        assert_true(asprintf(&path, "%s/file", dir) > 0);
+        assert_int_equal(fsutil_write_atomic(path, "first\n", 6, 0600), 0);
+        struct stat st;
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+        char *text = tu_read_file(path, NULL);
+        assert_string_equal(text, "first\n");
+        free(text);
+        /* replaced whole, with the new mode, and no temp file left behind */
+        assert_int_equal(fsutil_write_atomic(path, "second", 6, 0644), 0);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0644);
+        text = tu_read_file(path, NULL);
+        assert_string_equal(text, "second");
+        free(text);
+        assert_int_equal(fsutil_write_atomic(path, "", 0, 0644), 0);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_size, 0);
+        char *ls = NULL;
+        assert_true(asprintf(&ls, "test \"$(ls -A '%s')\" = file", dir) > 0);
+        assert_int_equal(system(ls), 0);
+        free(ls);
+        /* a directory that is not there */
+        char *missing = NULL;
+        assert_true(asprintf(&missing, "%s/no/file", dir) > 0);
+        assert_int_equal(fsutil_write_atomic(missing, "x", 1, 0644), -ENOENT);
+        free(missing);
+        free(path);
+        tu_rm_rf(dir);
+        free(dir);
+}
+
 static void test_find_program(void **state)
 {
         char *sh = fsutil_find_program("sh");
@@ -91,6 +127,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_mkdir_p),
                 cmocka_unit_test(test_rm_rf_keeps_symlink_targets),
+                cmocka_unit_test(test_write_atomic),
                 cmocka_unit_test(test_find_program),
         };
         return cmocka_run_group_tests_name("fsutil", tests, NULL, NULL);
