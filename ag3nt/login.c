@@ -16,7 +16,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "cleanup.h"
 #include "errors.h"
 #include "fsutil.h"
@@ -41,7 +41,6 @@
 #define LOGIN_PARTIAL_US    (300ull * 1000u)         /* an unterminated line (the prompt) */
 #define LOGIN_TOKEN_PREFIX  "sk-ant-oat01-"
 
-extern char **environ;
 
 /* One output stream of the child. */
 typedef struct Stream {
@@ -609,33 +608,7 @@ static int spawn_setup_token(const Settings *s, const char *path, int cwd_fd, in
                              int err, pid_t *ret_pid)
 {
         char *argv[] = {s->model_bin, (char *)"setup-token", NULL};
-        posix_spawn_file_actions_t fa;
-        posix_spawnattr_t attr;
-        int r = posix_spawn_file_actions_init(&fa);
-        if (r != 0)
-                return -r;
-        r = posix_spawnattr_init(&attr);
-        if (r != 0) {
-                posix_spawn_file_actions_destroy(&fa);
-                return -r;
-        }
-        sigset_t none, all;
-        sigemptyset(&none);
-        sigfillset(&all);
-        sigdelset(&all, SIGKILL);
-        sigdelset(&all, SIGSTOP);
-        short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID;
-        if ((r = posix_spawn_file_actions_adddup2(&fa, in, STDIN_FILENO)) == 0 &&
-            (r = posix_spawn_file_actions_adddup2(&fa, out, STDOUT_FILENO)) == 0 &&
-            (r = posix_spawn_file_actions_adddup2(&fa, err, STDERR_FILENO)) == 0 &&
-            (r = posix_spawn_file_actions_addfchdir_np(&fa, cwd_fd)) == 0 &&
-            (r = posix_spawnattr_setflags(&attr, flags)) == 0 &&
-            (r = posix_spawnattr_setsigmask(&attr, &none)) == 0 &&
-            (r = posix_spawnattr_setsigdefault(&attr, &all)) == 0)
-                r = posix_spawn(ret_pid, path, &fa, &attr, argv, environ);
-        posix_spawnattr_destroy(&attr);
-        posix_spawn_file_actions_destroy(&fa);
-        return -r;
+        return child_spawn(path, argv, NULL, cwd_fd, in, out, err, ret_pid);
 }
 
 int login_start(Login *l, char **ret_error)

@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "cleanup.h"
 #include "errors.h"
 #include "fsutil.h"
@@ -434,35 +434,21 @@ int runner_run(char *const *argv, const char *cwd, char *const *env, const char 
                 }
                 return r;
         }
-        posix_spawn_file_actions_t fa;
-        posix_spawnattr_t at;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawnattr_init(&at);
-        posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-        posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-        posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-        if (cwd)
-                posix_spawn_file_actions_addchdir_np(&fa, cwd);
-        sigset_t none, all;
-        sigemptyset(&none);
-        sigfillset(&all);
-        posix_spawnattr_setsigmask(&at, &none);
-        posix_spawnattr_setsigdefault(&at, &all);
-        posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-                                              POSIX_SPAWN_SETSIGDEF);
-        extern char **environ;
+        int cwd_fd = cwd ? open(cwd, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
         pid_t pid = -1;
-        int r = posix_spawnp(&pid, argv[0], &fa, &at, argv, env ? env : environ);
-        posix_spawn_file_actions_destroy(&fa);
-        posix_spawnattr_destroy(&at);
+        int r = cwd && cwd_fd < 0
+                        ? -errno
+                        : child_spawn(NULL, argv, env, cwd_fd, in[0], out[1], err[1], &pid);
+        if (cwd_fd >= 0)
+                close(cwd_fd);
         close(in[0]);
         close(out[1]);
         close(err[1]);
-        if (r != 0) {
+        if (r < 0) {
                 close(in[1]);
                 close(out[0]);
                 close(err[0]);
-                return -r;
+                return r;
         }
         if (hooks->started)
                 hooks->started(hooks->userdata, pid);

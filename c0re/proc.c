@@ -13,7 +13,6 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,10 +22,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "cleanup.h"
 #include "proc.h"
 
-extern char **environ;
 
 #define READ_CHUNK (16u * 1024u)
 /* A buffer is trimmed back to PROC_OUTPUT_MAX only once it holds twice that, so every byte
@@ -194,39 +193,6 @@ static int make_pipe(int *ret_read, int *ret_write)
         return 0;
 }
 
-static int spawn(char *const argv[], char *const envp[], int cwd_fd, int out_fd, int err_fd,
-                 pid_t *ret_pid)
-{
-        posix_spawn_file_actions_t fa;
-        posix_spawnattr_t attr;
-        int r = posix_spawn_file_actions_init(&fa);
-        if (r != 0)
-                return -r;
-        r = posix_spawnattr_init(&attr);
-        if (r != 0) {
-                posix_spawn_file_actions_destroy(&fa);
-                return -r;
-        }
-        sigset_t none, all;
-        sigemptyset(&none);
-        sigfillset(&all);
-        sigdelset(&all, SIGKILL);
-        sigdelset(&all, SIGSTOP);
-        short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID;
-        if ((r = posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0)) ==
-                    0 &&
-            (r = posix_spawn_file_actions_adddup2(&fa, out_fd, STDOUT_FILENO)) == 0 &&
-            (r = posix_spawn_file_actions_adddup2(&fa, err_fd, STDERR_FILENO)) == 0 &&
-            (cwd_fd < 0 || (r = posix_spawn_file_actions_addfchdir_np(&fa, cwd_fd)) == 0) &&
-            (r = posix_spawnattr_setflags(&attr, flags)) == 0 &&
-            (r = posix_spawnattr_setsigmask(&attr, &none)) == 0 &&
-            (r = posix_spawnattr_setsigdefault(&attr, &all)) == 0)
-                r = posix_spawnp(ret_pid, argv[0], &fa, &attr, argv, envp ? envp : environ);
-        posix_spawnattr_destroy(&attr);
-        posix_spawn_file_actions_destroy(&fa);
-        return -r;
-}
-
 /* Whether the child has exited, without reaping it (so its pid, and with it the process group
  * id, cannot be reused while we may still signal the group). */
 static bool child_exited(pid_t pid)
@@ -279,7 +245,7 @@ int proc_run_lines(char *const argv[], char *const envp[], const char *cwd, uint
         }
 
         pid_t pid = 0;
-        r = spawn(argv, envp, cwd_fd, out_w, err_w, &pid);
+        r = child_spawn(NULL, argv, envp, cwd_fd, -1, out_w, err_w, &pid);
         /* Only the child may hold the write ends, or EOF never comes. */
         closep(&out_w);
         closep(&err_w);

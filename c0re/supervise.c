@@ -13,7 +13,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "cleanup.h"
 #include "fsutil.h"
 #include "log.h"
@@ -437,42 +437,15 @@ static int log_open(const char *log_path)
         return fd < 0 ? -errno : fd;
 }
 
-/* posix_spawn with a clean signal state, a new session and the given stdio.  Returns the
- * pid, or a negative errno (of the spawn, or of the exec). */
+/* The child in its own session with a clean signal state (the daemon blocks SIGTERM/SIGINT
+ * for its signalfd and may ignore SIGPIPE: the child must start with neither), in cwd. */
 static int spawn_child(char *const argv[], char *const envp[], const char *cwd, int in_fd,
                        int out_fd, int err_fd, pid_t *ret_pid)
 {
-        posix_spawn_file_actions_t fa;
-        posix_spawnattr_t attr;
-        int r = posix_spawn_file_actions_init(&fa);
-        if (r)
-                return -r;
-        r = posix_spawnattr_init(&attr);
-        if (r) {
-                posix_spawn_file_actions_destroy(&fa);
-                return -r;
-        }
-        sigset_t none, all;
-        sigemptyset(&none);
-        sigfillset(&all);
-        sigdelset(&all, SIGKILL);
-        sigdelset(&all, SIGSTOP);
-        /* The daemon blocks SIGTERM/SIGINT for its signalfd and may ignore SIGPIPE: the child
-         * must start with neither. */
-        if ((r = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-                                                         POSIX_SPAWN_SETSID)) ||
-            (r = posix_spawnattr_setsigmask(&attr, &none)) ||
-            (r = posix_spawnattr_setsigdefault(&attr, &all)) ||
-            (r = posix_spawn_file_actions_adddup2(&fa, in_fd, STDIN_FILENO)) ||
-            (r = posix_spawn_file_actions_adddup2(&fa, out_fd, STDOUT_FILENO)) ||
-            (r = posix_spawn_file_actions_adddup2(&fa, err_fd, STDERR_FILENO)) ||
-            (cwd && (r = posix_spawn_file_actions_addchdir_np(&fa, cwd))))
-                goto done;
-        r = posix_spawnp(ret_pid, argv[0], &fa, &attr, argv, envp);
-done:
-        posix_spawnattr_destroy(&attr);
-        posix_spawn_file_actions_destroy(&fa);
-        return -r;
+        _cleanup_close_ int cwd_fd = cwd ? open(cwd, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+        if (cwd && cwd_fd < 0)
+                return -errno;
+        return child_spawn(NULL, argv, envp, cwd_fd, in_fd, out_fd, err_fd, ret_pid);
 }
 
 /* The body of supervisor_start, with the mutex held. */
