@@ -105,7 +105,7 @@ static json_t *call_next_turn(Mcp *m)
         int r = tools_request_next_turn(m->settings, &path);
         if (r < 0)
                 return tool_error("cannot record the request for another turn in %s/%s: %s",
-                                  m->settings->state_dir, SETTINGS_NEXT_TURN_FILE, strerror(-r));
+                                  m->settings->state_dir, MARKER_NEXT_TURN, strerror(-r));
         return tool_result("{\"requested\":true}", false);
 }
 

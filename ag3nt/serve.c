@@ -888,6 +888,16 @@ static void loop(Harness *h)
         unsigned failures = 0;    /* turns in a row that did not run */
         int64_t failed_first = 0; /* the message those were about */
         while (!stop_signal) {
+                /* A graceful stop: no new turn; say so, and wait for the SIGTERM. */
+                if (marker_exists(h, MARKER_STOP_REQUESTED)) {
+                        if (!marker_exists(h, MARKER_QUIESCED)) {
+                                note(h, "asked to stop: no new turns");
+                                marker_create(h, MARKER_QUIESCED);
+                        }
+                        set_state(h, TURN_STOPPING, "waiting to be stopped");
+                        (void)wait_intr(h, 1000);
+                        continue;
+                }
                 pthread_mutex_lock(&h->lock);
                 bool want_compact = h->compact_requested;
                 h->compact_requested = false;
@@ -907,13 +917,13 @@ static void loop(Harness *h)
                         compact(h, "requested on the page");
                         continue;
                 }
-                if (marker_exists(h, SETTINGS_PAUSED_FILE)) {
+                if (marker_exists(h, MARKER_PAUSED)) {
                         set_state(h, TURN_PAUSED, NULL);
                         (void)wait_intr(h, 1000);
                         continue;
                 }
-                if (marker_exists(h, SETTINGS_NEXT_TURN_FILE)) {
-                        marker_remove(h, SETTINGS_NEXT_TURN_FILE);
+                if (marker_exists(h, MARKER_NEXT_TURN)) {
+                        marker_remove(h, MARKER_NEXT_TURN);
                         const char *body = "continue";
                         _cleanup_free_ char *prompt = NULL;
                         if (asprintf(&prompt,
@@ -950,7 +960,7 @@ static void loop(Harness *h)
                 if (json_array_size(msgs) == 0)
                         continue;
                 _cleanup_json_ json_t *ids = ids_of(msgs);
-                if (marker_exists(h, SETTINGS_PAUSED_FILE)) {
+                if (marker_exists(h, MARKER_PAUSED)) {
                         release_ids(h, ids);
                         continue;
                 }
@@ -1152,6 +1162,9 @@ int serve_main(Settings *s)
         log_info("%s serve: %s, model %s, socket %s%s", prog, s->label ? s->label : "(no label)",
                  h->model, s->socket, web ? ", page up" : "");
         set_state(h, TURN_STARTING, NULL);
+        /* Left from a stop that ended before we saw it: this start is not being stopped. */
+        marker_remove(h, MARKER_STOP_REQUESTED);
+        marker_remove(h, MARKER_QUIESCED);
         end_orphan_model(h);
         /* A harness killed mid-turn left that turn's message leased: offer it again now. */
         release_ids(h, NULL);

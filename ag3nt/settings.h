@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "markers.h"
+
 /* Which binary runs: hive-ag3nt (a sub-agent) or hive-m1nd (the manager). */
 typedef enum {
         HARNESS_AGENT,
@@ -32,10 +34,8 @@ typedef struct Settings {
         char *dashboard_url;        /* HIVE_DASHBOARD_URL: linked from the page; NULL unset */
 } Settings;
 
-/* Name of the marker file request_next_turn creates in the state directory. */
-#define SETTINGS_NEXT_TURN_FILE "hyperhive-next-turn"
-/* The pause marker the daemon writes (set_paused) and the turn loop honours. */
-#define SETTINGS_PAUSED_FILE "hyperhive-paused"
+/* Until tests/unit/test-ag3nt-mcp.c says MARKER_NEXT_TURN. */
+#define SETTINGS_NEXT_TURN_FILE MARKER_NEXT_TURN
 /* The model chosen on the page, kept across restarts. */
 #define SETTINGS_MODEL_FILE "hyperhive-model"
 

@@ -421,7 +421,7 @@ char *tools_refusal_text(const json_t *resp)
 
 int tools_request_next_turn(const Settings *s, char **ret_path)
 {
-        _cleanup_free_ char *path = settings_state_path(s, SETTINGS_NEXT_TURN_FILE);
+        _cleanup_free_ char *path = settings_state_path(s, MARKER_NEXT_TURN);
         if (!path)
                 return -ENOMEM;
         int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY, 0644);

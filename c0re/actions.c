@@ -21,6 +21,7 @@
 #include "fsutil.h"
 #include "lifecycle.h"
 #include "log.h"
+#include "markers.h"
 #include "ports.h"
 #include "proto.h"
 #include "questions.h"
@@ -59,7 +60,8 @@ typedef struct JobCtx {
 
 struct Actions {
         Daemon *d;
-        unsigned next_lines; /* the logs op's line count, passed through submit() */
+        unsigned next_lines;   /* the logs op's line count, passed through submit() */
+        unsigned next_quiesce; /* a graceful stop's wait for the turn, passed through submit() */
         Transient *transients;
         uint64_t next_transient;
 };
@@ -257,6 +259,7 @@ static int submit(Actions *a, Action *x, LifecycleOp op, const char *name, bool 
         }
         j->grace_sec = grace;
         j->lines = a->next_lines;
+        j->quiesce_sec = a->next_quiesce;
         j->purge = purge;
         j->purge_dirs = purge_dirs;
         if (op == LIFECYCLE_SPAWN && snapshot_meta_agents(a, j) < 0) {
@@ -682,7 +685,11 @@ int actions_stop(Actions *a, char **names, bool graceful, ActionDoneFn done, voi
         if (r < 0)
                 return r;
         unsigned grace = (unsigned)a->d->cfg->stop_grace * (graceful ? 6 : 1);
-        return run_on(a, v, n, LIFECYCLE_STOP, grace, done, userdata, ret_error);
+        /* Graceful: the harness finishes its turn first (up to the same long grace). */
+        a->next_quiesce = graceful ? grace : 0;
+        r = run_on(a, v, n, LIFECYCLE_STOP, grace, done, userdata, ret_error);
+        a->next_quiesce = 0;
+        return r;
 }
 
 int actions_restart(Actions *a, const char *name, ActionDoneFn done, void *userdata,
@@ -825,7 +832,7 @@ static int paused_marker_set(Actions *a, const char *name, bool paused)
 {
         _cleanup_free_ char *dir = agent_path(a, name, "state");
         _cleanup_free_ char *marker = NULL;
-        if (!dir || asprintf(&marker, "%s/hyperhive-paused", dir) < 0)
+        if (!dir || asprintf(&marker, "%s/" MARKER_PAUSED, dir) < 0)
                 return -ENOMEM;
         if (!paused)
                 return unlink(marker) < 0 && errno != ENOENT ? -errno : 0;

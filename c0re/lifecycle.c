@@ -6,11 +6,14 @@
 #include <stdlib.h>
 #include <stdbool.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cleanup.h"
 #include "fsutil.h"
 #include "lifecycle.h"
 #include "log.h"
+#include "markers.h"
 #include "repos.h"
 
 #define LOG_TAIL_LINES 20
@@ -91,9 +94,56 @@ LifecycleJob *lifecycle_job_free(LifecycleJob *j)
 }
 
 /* Creates the container if the backend has none, then starts it. */
+static char *marker_path(const LifecycleJob *j, const char *name)
+{
+        char *p = NULL;
+        return asprintf(&p, "%s/%s", j->agent.state_dir, name) < 0 ? NULL : p;
+}
+
+static void markers_remove(const LifecycleJob *j)
+{
+        const char *names[] = {MARKER_STOP_REQUESTED, MARKER_QUIESCED};
+        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                _cleanup_free_ char *p = marker_path(j, names[i]);
+                if (p && unlink(p) < 0 && errno != ENOENT)
+                        log_warning("cannot remove %s: %m", p);
+        }
+}
+
+/* A graceful stop's first half: asks the harness to finish its turn and take no new one
+ * (the stop marker), and waits until it says so (the quiesced marker) or quiesce_sec passed.
+ * Only the harness knows the markers: a --agent-command payload is stopped at once. */
+static void quiesce(LifecycleJob *j)
+{
+        Backend *b = j->backend;
+        ContainerState st = CONTAINER_GONE;
+        _cleanup_free_ char *ignored = NULL;
+        if (j->cfg->agent_command || b->ops->status(b, &j->agent, &st, &ignored) < 0 ||
+            st != CONTAINER_UP)
+                return;
+        _cleanup_free_ char *stop = marker_path(j, MARKER_STOP_REQUESTED);
+        _cleanup_free_ char *done = marker_path(j, MARKER_QUIESCED);
+        if (!stop || !done || fsutil_write_atomic(stop, "", 0, 0644) < 0) {
+                log_warning("cannot ask %s to finish its turn; stopping it now", j->agent.machine);
+                return;
+        }
+        log_info("waiting up to %u s for %s to finish its turn", j->quiesce_sec, j->agent.machine);
+        for (unsigned i = 0; i < j->quiesce_sec * 10u; i++) {
+                if (access(done, F_OK) == 0) {
+                        log_debug("%s finished its turn", j->agent.machine);
+                        return;
+                }
+                struct timespec ts = {.tv_nsec = 100000000L};
+                nanosleep(&ts, NULL);
+        }
+        log_warning("%s did not finish its turn within %u s; stopping it anyway", j->agent.machine,
+                    j->quiesce_sec);
+}
+
 static int ensure_started(LifecycleJob *j)
 {
         Backend *b = j->backend;
+        markers_remove(j);
         ContainerState st = CONTAINER_GONE;
         int r = b->ops->status(b, &j->agent, &st, &j->error);
         if (r < 0)
@@ -199,7 +249,11 @@ static int run_op(LifecycleJob *j)
                 }
                 return r;
         case LIFECYCLE_STOP:
-                return b->ops->stop(b, a, j->grace_sec, &j->error);
+                if (j->quiesce_sec)
+                        quiesce(j);
+                r = b->ops->stop(b, a, j->grace_sec, &j->error);
+                markers_remove(j);
+                return r;
         case LIFECYCLE_RESTART:
                 r = b->ops->stop(b, a, j->grace_sec, &j->error);
                 if (r < 0)

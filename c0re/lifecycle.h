@@ -13,7 +13,7 @@ typedef enum LifecycleOp {
         LIFECYCLE_BOOT,    /* start-up: start it if it should run and does not */
         LIFECYCLE_SPAWN,   /* create + start; destroy again if either fails */
         LIFECYCLE_START,   /* create if missing, then start */
-        LIFECYCLE_STOP,    /* stop */
+        LIFECYCLE_STOP,    /* stop (graceful: after the harness finished its turn) */
         LIFECYCLE_RESTART, /* stop, then start */
         LIFECYCLE_DESTROY, /* destroy the container; with purge also its kept state */
         LIFECYCLE_PURGE,   /* remove the kept state of a destroyed agent */
@@ -29,11 +29,12 @@ typedef struct LifecycleJob {
         LifecycleOp op;
         Backend *backend;
         const HiveConfig *cfg;
-        BackendAgent agent; /* strings owned by the job */
-        unsigned grace_sec; /* stop, restart */
-        unsigned lines;     /* logs */
-        bool purge;         /* destroy */
-        char **purge_dirs;  /* destroy with purge, purge: directories removed (NULL-terminated) */
+        BackendAgent agent;   /* strings owned by the job */
+        unsigned grace_sec;   /* stop, restart */
+        unsigned quiesce_sec; /* stop: first let the harness finish its turn, this long at most */
+        unsigned lines;       /* logs */
+        bool purge;           /* destroy */
+        char **purge_dirs;    /* destroy with purge, purge: directories removed (NULL-terminated) */
         /* spawn: every live agent (the new one included), for the meta flake */
         MetaAgent *meta_agents;
         size_t n_meta_agents;

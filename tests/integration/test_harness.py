@@ -392,3 +392,47 @@ def test_missing_model_cli_is_reported_and_the_message_kept(make_hive, backend):
     assert "/nonexistent/claude" in notes[0]
     assert h.turn_ends("alpha")[0]["result"] == "failed"
     assert h.inbox_pending("alpha") == 1, "a turn that never ran does not eat the message"
+
+
+def test_graceful_stop_lets_the_turn_finish(make_hive):
+    h = make_hive([
+        {"agent": "alpha", "match": "finish", "actions": [{"text": "on it"}, {"sleep": 3},
+                                                           {"text": "finished"}]},
+        {"agent": "alpha", "match": "later", "actions": [{"text": "later"}]},
+    ])
+    h.operator_send("alpha", "finish this")
+    wait_for(lambda: "on it" in json.dumps(h.events("alpha", "stream")), timeout=20,
+             what="the turn's first words")
+    p = h.d.cli("stop", "--graceful", "alpha")
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert not h.harness_pids("alpha")
+    # The turn ended by itself and its message was acknowledged; nothing was left behind.
+    assert [r["result"] for r in h.stats("alpha")] == ["ok"]
+    assert h.inbox_pending("alpha") == 0
+    for m in ("hyperhive-stop-requested", "hyperhive-quiesced"):
+        assert not os.path.exists(os.path.join(h.state_dir("alpha"), m))
+    # A message sent while it was stopped waits; after a start the agent takes turns again.
+    h.operator_send("alpha", "later")
+    assert h.d.cli("start", "alpha").returncode == 0
+    wait_for(lambda: h._up("alpha"), timeout=20, what="the page after the start")
+    ends = h.wait_turns("alpha", 1)
+    assert ends[-1]["ok"]
+
+
+def test_plain_stop_mid_turn_keeps_the_message(make_hive):
+    h = make_hive([
+        {"agent": "alpha", "once": True, "actions": [{"text": "on it"}, {"sleep": 60}]},
+        {"agent": "alpha", "actions": [{"text": "done"}]},
+    ])
+    h.operator_send("alpha", "interrupted work")
+    wait_for(lambda: "on it" in json.dumps(h.events("alpha", "stream")), timeout=20,
+             what="the turn's first words")
+    assert h.d.cli("stop", "alpha").returncode == 0
+    assert not h.harness_pids("alpha")
+    assert h.inbox_pending("alpha") == 1, "a turn cut short by a stop does not eat its message"
+    assert h.d.cli("start", "alpha").returncode == 0
+    wait_for(lambda: h._up("alpha"), timeout=20, what="the page after the start")
+    ends = wait_for(lambda: [e for e in h.turn_ends("alpha") if e["ok"]], timeout=30,
+                    what="the turn again")
+    assert ends[0]["ok"]
+    wait_for(lambda: h.inbox_pending("alpha") == 0, what="the ack")
