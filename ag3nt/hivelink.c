@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -13,6 +14,7 @@
 #include "client.h"
 #include "hivelink.h"
 #include "log.h"
+#include "proto.h"
 #include "timeutil.h"
 
 /* How long to look for a refusal the daemon may have written before it closed on us. */
@@ -163,8 +165,50 @@ static const char *verb_of(const json_t *req)
         return cmd ? cmd : "?";
 }
 
+int hivelink_request_id_new(char ret[static HIVELINK_REQUEST_ID_SIZE])
+{
+        static const char hex[] = "0123456789abcdef";
+        uint8_t b[(HIVELINK_REQUEST_ID_SIZE - 1) / 2];
+        size_t got = 0;
+        while (got < sizeof(b)) {
+                ssize_t k = getrandom(b + got, sizeof(b) - got, 0);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                got += (size_t)k;
+        }
+        for (size_t i = 0; i < sizeof(b); i++) {
+                ret[2 * i] = hex[b[i] >> 4];
+                ret[2 * i + 1] = hex[b[i] & 0xf];
+        }
+        ret[2 * sizeof(b)] = '\0';
+        return 0;
+}
+
 int hivelink_request(HiveLink *l, const json_t *req, int answer_timeout_ms, json_t **ret_resp)
 {
+        /* One id for every copy of this request the loop below may send: the daemon answers
+         * a copy from its record of the first instead of carrying it out again. */
+        _cleanup_json_ json_t *with_id = NULL;
+        if (proto_verb_takes_request_id(verb_of(req)) && !json_object_get(req, "request_id")) {
+                char id[HIVELINK_REQUEST_ID_SIZE];
+                int k = hivelink_request_id_new(id);
+                if (k < 0)
+                        log_warning_errno(k,
+                                          "cannot make a request id (%m); \"%s\" goes without "
+                                          "one, so a resend would be carried out twice",
+                                          verb_of(req));
+                else {
+                        with_id = json_copy((json_t *)req);
+                        if (!with_id ||
+                            json_object_set_new(with_id, "request_id", json_string(id)) < 0)
+                                return -ENOMEM;
+                        req = with_id;
+                }
+        }
+
         bool wait_first = false; /* sleep before the next connect */
         bool broke = false;      /* a connection broke during this request already */
         unsigned attempt = 0;    /* index into the backoff sequence */

@@ -24,12 +24,20 @@ HiveLink *hivelink_free(HiveLink *l);
  * attempt.  Connects or reconnects as needed, waiting hivelink_backoff_ms() between failed
  * attempts and logging each retry (warning); if the connection breaks before the answer
  * arrives, the request is sent again on a new connection, so the daemon may see it twice.
+ * A verb that a repeat would carry out twice (proto_verb_takes_request_id()) gets a fresh
+ * "request_id" unless req has one, the same for every copy sent, so that the daemon answers
+ * a copy as it answered the first.
  * Returns 0 and *ret_resp (a new reference; ok may be false: that is the daemon's refusal), or:
  * the last connect error (-ENOENT no socket, -ECONNREFUSED nobody listening, -EACCES, ...)
  * or -ECONNRESET once the link gives up; -ENAMETOOLONG; -ETIMEDOUT (no answer in time; the
  * connection is dropped); -EINTR (interrupted, see hivelink_set_interrupt); -EBADMSG / -EMSGSIZE
  * (the answer is not a JSON object line). */
 int hivelink_request(HiveLink *l, const json_t *req, int answer_timeout_ms, json_t **ret_resp);
+
+/* A fresh random request id: 16 bytes from getrandom() as 32 lowercase hex characters and
+ * a NUL.  Returns 0, or a negative errno. */
+#define HIVELINK_REQUEST_ID_SIZE 33
+int hivelink_request_id_new(char ret[static HIVELINK_REQUEST_ID_SIZE]);
 
 /* fd (an eventfd, say; -1 none) interrupts requests: while it is readable, a request returns
  * -EINTR at once, also one waiting for its answer (the connection is then dropped, so the

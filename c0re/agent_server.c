@@ -61,8 +61,6 @@ struct AgentServer {
         unsigned ticks;
 };
 
-static const VerbTable agent_verb_table;
-
 static AgentEndpoint *endpoint_find(AgentServer *as, const char *name)
 {
         for (AgentEndpoint *ep = as->endpoints; ep; ep = ep->next)
@@ -988,28 +986,28 @@ static const FieldSpec set_status_fields[] = {
 };
 
 static const VerbSpec agent_verbs[] = {
-        {"send", verb_send, agent_send_fields, 0, "send a message"},
+        {"send", verb_send, agent_send_fields, VERB_DEDUPE, "send a message"},
         {"recv", verb_recv, recv_fields, 0, "receive messages (long-poll with wait_seconds)"},
         {"ack", verb_ack, agent_ack_fields, 0, "acknowledge received messages"},
         {"release", verb_release, release_fields, 0,
          "offer your leased messages again at once (all, or those in ids)"},
         {"status", verb_status, NULL, 0, "inbox depth"},
         {"recent", verb_recent, agent_limit_fields, 0, "the last messages to and from you"},
-        {"wake", verb_wake, wake_fields, 0, "put a message in your own inbox"},
+        {"wake", verb_wake, wake_fields, VERB_DEDUPE, "put a message in your own inbox"},
         {"whoami", verb_whoami, NULL, 0, "your name and role"},
         {"set_status", verb_set_status, set_status_fields, 0, "set your status text"},
         {"set_harness_state", verb_set_harness_state, set_harness_state_fields, 0,
          "harness: report needs_login and the model it runs"},
-        {"ask", verb_ask, ask_fields, 0, "ask the operator or a peer a question"},
+        {"ask", verb_ask, ask_fields, VERB_DEDUPE, "ask the operator or a peer a question"},
         {"answer", verb_answer, agent_answer_fields, 0, "answer a question asked of you"},
-        {"remind", verb_remind, remind_fields, 0, "schedule a reminder to yourself"},
+        {"remind", verb_remind, remind_fields, VERB_DEDUPE, "schedule a reminder to yourself"},
         {"cancel_loose_end", verb_cancel_loose_end, cancel_fields, 0,
          "withdraw your question or reminder"},
         {"get_open_threads", verb_get_open_threads, NULL, 0,
          "unanswered questions and unfired reminders"},
-        {"request_apply_commit", verb_request_apply_commit, request_apply_commit_fields, 0,
-         "manager: propose a commit of an agent's config for approval"},
-        {"request_spawn", verb_request_spawn, agent_request_spawn_fields, 0,
+        {"request_apply_commit", verb_request_apply_commit, request_apply_commit_fields,
+         VERB_DEDUPE, "manager: propose a commit of an agent's config for approval"},
+        {"request_spawn", verb_request_spawn, agent_request_spawn_fields, VERB_DEDUPE,
          "manager: propose a new agent for approval"},
         {"kill", verb_kill, manager_name_fields, 0, "manager: stop an agent's container"},
         {"start", verb_start, manager_name_fields, 0, "manager: start an agent's container"},
@@ -1020,16 +1018,30 @@ static const VerbSpec agent_verbs[] = {
         {"get_logs", verb_get_logs, get_logs_fields, 0,
          "manager: the last lines of an agent's console or journal"},
         {"request_update_meta_inputs", verb_request_update_meta_inputs,
-         request_update_meta_inputs_fields, 0,
+         request_update_meta_inputs_fields, VERB_DEDUPE,
          "manager: propose updating the meta flake's non-agent inputs"},
         {"count_pending_reminders", verb_count_pending_reminders, NULL, 0,
          "how many reminders are pending"},
 };
 
-static const VerbTable agent_verb_table = {
+static Store *endpoint_store(void *userdata)
+{
+        AgentEndpoint *ep = userdata;
+        return ep->as->d->store;
+}
+
+static const char *endpoint_identity(void *userdata)
+{
+        AgentEndpoint *ep = userdata;
+        return ep->name;
+}
+
+const VerbTable agent_verb_table = {
         .socket = "the agent socket",
         .verbs = agent_verbs,
         .n_verbs = ELEMENTSOF(agent_verbs),
+        .dedupe_store = endpoint_store,
+        .dedupe_identity = endpoint_identity,
 };
 
 /* ---- endpoints ---- */

@@ -44,6 +44,10 @@ int agent_server_answer(Daemon *d, DispatchCtx *ctx, const char *who, bool opera
 /* A question's target must be the operator, the manager or a live agent, and not `from`. */
 int agent_server_check_target(Daemon *d, DispatchCtx *ctx, const char *from, const char *to);
 
+/* The verbs of the agent and manager sockets (the handlers want an endpoint as userdata;
+ * exported for the unit tests' look at its flags). */
+extern const VerbTable agent_verb_table;
+
 /* Field tables shared by the agent sockets and host.sock. */
 extern const FieldSpec agent_send_fields[];          /* to, body, in_reply_to? */
 extern const FieldSpec agent_ack_fields[];           /* ids */

@@ -304,21 +304,8 @@ int broker_unacked(Store *s, const char *recipient, unsigned limit, json_t *arr)
 
 int broker_vacuum(Store *s, int64_t cutoff_ms, unsigned batch)
 {
-        int r = store_batch_write(s, false);
-        if (r < 0)
-                return r;
-        sqlite3_stmt *st = NULL;
-        r = prep(s,
-                 "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
-                 "WHERE acked_at IS NOT NULL AND acked_at < ?1 LIMIT ?2)",
-                 &st);
-        if (r < 0)
-                return r;
-        sqlite3_bind_int64(st, 1, cutoff_ms);
-        sqlite3_bind_int(st, 2, (int)batch);
-        int rc = sqlite3_step(st);
-        store_stmt_done(st);
-        if (rc != SQLITE_DONE)
-                return store_sqlite_errno(s, rc, "vacuum");
-        return sqlite3_changes(store_db(s));
+        return store_vacuum_step(s,
+                                 "DELETE FROM messages WHERE id IN (SELECT id FROM messages "
+                                 "WHERE acked_at IS NOT NULL AND acked_at < ?1 LIMIT ?2)",
+                                 cutoff_ms, batch, "vacuum");
 }

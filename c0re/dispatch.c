@@ -1,4 +1,7 @@
-/* Request dispatch: parse, check generically, call the handler, build the envelope. */
+/* Request dispatch: parse, check generically, call the handler (or answer a repeated request
+ * id from its record), build the envelope. */
+#define LOG_SUBSYSTEM "dispatch"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -8,7 +11,9 @@
 #include "cleanup.h"
 #include "dispatch.h"
 #include "errors.h"
+#include "log.h"
 #include "proto.h"
+#include "request_ids.h"
 
 int dispatch_fail(DispatchCtx *ctx, int error, const char *fmt, ...)
 {
@@ -154,6 +159,70 @@ static const VerbSpec *dispatch_check(DispatchCtx *ctx, const VerbTable *t, cons
         return v;
 }
 
+/* Runs v's handler, through the request id when the request carries one (see dispatch_line).
+ * A repeat replaces *resp by the recorded answer.  Returns as the handler does. */
+static int run_handler(DispatchCtx *ctx, const VerbTable *t, const VerbSpec *v, json_t *req,
+                       json_t **resp)
+{
+        json_t *jid = (v->flags & VERB_DEDUPE) && t->dedupe_store
+                              ? json_object_get(req, "request_id")
+                              : NULL;
+        if (!jid)
+                return v->handler(ctx, req, *resp);
+        if (!json_is_string(jid) || !proto_request_id_valid(json_string_value(jid)))
+                return dispatch_fail(ctx, -EINVAL,
+                                     "%s: \"request_id\" must be a string of %d to %d "
+                                     "characters from A-Z, a-z, 0-9, _ and -",
+                                     v->cmd, PROTO_REQUEST_ID_MIN, PROTO_REQUEST_ID_MAX);
+        const char *rid = json_string_value(jid);
+        Store *s = t->dedupe_store(ctx->userdata);
+        const char *who = t->dedupe_identity(ctx->userdata);
+
+        _cleanup_free_ char *cmd = NULL, *answer = NULL;
+        int r = request_ids_get(s, who, rid, &cmd, &answer);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "cannot look up request_id %s: %s", rid, strerror(-r));
+        if (r > 0) {
+                if (strcmp(cmd, v->cmd) != 0)
+                        return dispatch_fail(ctx, -EINVAL, "request_id %s was already used for %s",
+                                             rid, cmd);
+                json_t *first = json_loads(answer, JSON_REJECT_DUPLICATES, NULL);
+                if (!json_is_object(first)) {
+                        json_decref(first);
+                        return dispatch_fail(ctx, -EIO,
+                                             "the answer recorded for request_id %s cannot be "
+                                             "read",
+                                             rid);
+                }
+                log_debug("%s sent %s request_id %s again: answering as the first time", who,
+                          v->cmd, rid);
+                json_decref(*resp);
+                *resp = first;
+                return 0;
+        }
+
+        /* The handler's writes and the record share one savepoint of one durable batch: both
+         * commit, or neither (a crash before the commit, a failed record). */
+        r = store_batch_write(s, true);
+        if (r >= 0)
+                r = store_op_begin(s);
+        if (r < 0)
+                return dispatch_fail(ctx, r, "cannot start %s: %s", v->cmd, strerror(-r));
+        r = v->handler(ctx, req, *resp);
+        if (r == 0) {
+                _cleanup_free_ char *line = json_dumps(*resp, JSON_COMPACT);
+                int k = line ? request_ids_put(s, who, rid, v->cmd, line) : -ENOMEM;
+                if (k < 0) {
+                        log_error_errno(k, "cannot record request_id %s of %s: %m", rid, who);
+                        r = dispatch_fail(ctx, k,
+                                          "could not record request_id %s (%s); nothing was "
+                                          "changed, try again",
+                                          rid, strerror(-k));
+                }
+        }
+        return store_op_end(s, r);
+}
+
 int dispatch_line(const VerbTable *t, void *userdata, void *origin, const char *line, size_t len,
                   char **ret, size_t *ret_len, const VerbSpec **ret_verb)
 {
@@ -174,7 +243,7 @@ int dispatch_line(const VerbTable *t, void *userdata, void *origin, const char *
                 if (!resp) {
                         ctx.error = -ENOMEM;
                 } else {
-                        int r = v->handler(&ctx, req, resp);
+                        int r = run_handler(&ctx, t, v, req, &resp);
                         if (r == DISPATCH_PARKED) {
                                 json_decref(resp);
                                 json_decref(req);

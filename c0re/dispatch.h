@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "store.h"
+
 typedef struct DispatchCtx {
         void *userdata; /* the socket's owner (the daemon, an agent endpoint) */
         void *origin;   /* where the request came from (a ServerConn), or NULL */
@@ -36,6 +38,9 @@ typedef struct FieldSpec {
 
 enum {
         VERB_STREAM = 1u << 0, /* the connection becomes a push stream after the answer */
+        /* takes "request_id": a repeat is answered as the first time, not carried out again
+         * (see dispatch_line) */
+        VERB_DEDUPE = 1u << 1,
 };
 
 typedef struct VerbSpec {
@@ -50,6 +55,10 @@ typedef struct VerbTable {
         const char *socket; /* for messages: "host.sock" */
         const VerbSpec *verbs;
         size_t n_verbs;
+        /* For VERB_DEDUPE verbs: the store that keeps the answers to request ids, and whose
+         * ids they are (the socket's identity).  NULL: "request_id" is ignored. */
+        Store *(*dedupe_store)(void *userdata);
+        const char *(*dedupe_identity)(void *userdata);
 } VerbTable;
 
 /* Records a sentence for the reply and returns error (a negative errno).  Always returns
@@ -58,6 +67,11 @@ int dispatch_fail(DispatchCtx *ctx, int error, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 
 /* Handles one request line and produces one response line (with '\n', malloc'ed) in *ret.
+ * A VERB_DEDUPE verb with a "request_id" (on a table with dedupe_store) is looked up first:
+ * an id this identity used for the same verb gets the answer recorded then, one used for
+ * another verb EINVAL; a new one runs the handler in a savepoint of a durable write batch
+ * and, on success, records the answer in it (a refusal or a parked request records
+ * nothing).
  * *ret_verb is the matched verb or NULL.  Returns 1 if the response says ok, 0 if it is a
  * refusal, 2 if the handler parked the request (*ret is then NULL), -ENOMEM if no response
  * could be built. */

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "questions.h"
 #include "reminders.h"
+#include "request_ids.h"
 #include "scheduler.h"
 #include "store.h"
 
@@ -45,22 +46,32 @@ static void notify(Scheduler *sch, json_t *names)
         }
 }
 
-static void vacuum(Scheduler *sch, int64_t now)
+/* Runs step in bounded transactions, one at a time so the main loop never waits long, until
+ * nothing is left.  Returns the rows deleted. */
+static int vacuum_all(Scheduler *sch, int (*step)(Store *, int64_t, unsigned), int64_t cutoff)
 {
-        if (now - sch->last_vacuum_ms < 3600 * 1000)
-                return;
-        sch->last_vacuum_ms = now;
         int total = 0;
         for (int round = 0; round < 1000; round++) {
-                /* one bounded transaction at a time, so the main loop never waits long */
-                int r = broker_vacuum(sch->store, now - VACUUM_AGE_MS, 1000);
+                int r = step(sch->store, cutoff, 1000);
                 int c = store_batch_commit(sch->store);
                 if (r <= 0 || c < 0)
                         break;
                 total += r;
         }
-        if (total > 0)
-                log_info("vacuumed %d message(s) acknowledged over 30 days ago", total);
+        return total;
+}
+
+static void vacuum(Scheduler *sch, int64_t now)
+{
+        if (now - sch->last_vacuum_ms < 3600 * 1000)
+                return;
+        sch->last_vacuum_ms = now;
+        int n = vacuum_all(sch, broker_vacuum, now - VACUUM_AGE_MS);
+        if (n > 0)
+                log_info("vacuumed %d message(s) acknowledged over 30 days ago", n);
+        n = vacuum_all(sch, request_ids_vacuum, now - REQUEST_IDS_KEEP_MS);
+        if (n > 0)
+                log_debug("forgot %d request id(s) answered over a day ago", n);
 }
 
 static void *scheduler_main(void *userdata)

@@ -134,6 +134,18 @@ static const char *const migrations[] = {
         /* 5 → 6: the harness reports that the model CLI has no valid session
          * (set_harness_state); active_model, which it also reports, exists since 1. */
         "ALTER TABLE agents ADD COLUMN needs_login INTEGER NOT NULL DEFAULT 0;",
+        /* 6 → 7: the answers to client request ids (request_ids.c), so that a request sent
+         * again after a lost answer is answered, not carried out twice.  at is unix
+         * milliseconds; rows are vacuumed after a day. */
+        "CREATE TABLE request_ids ("
+        "  agent TEXT NOT NULL,"
+        "  request_id TEXT NOT NULL,"
+        "  cmd TEXT NOT NULL,"
+        "  answer TEXT NOT NULL,"
+        "  at INTEGER NOT NULL,"
+        "  PRIMARY KEY (agent, request_id)"
+        ") WITHOUT ROWID;"
+        "CREATE INDEX request_ids_at ON request_ids(at);",
 };
 
 int store_sqlite_errno(Store *s, int rc, const char *what)
@@ -853,4 +865,23 @@ int store_crash_count(Store *s, const char *name, int64_t since_ms, int64_t *ret
                 *ret = sqlite3_column_int64(st, 0);
         store_stmt_done(st);
         return rc == SQLITE_ROW ? 0 : store_sqlite_errno(s, rc, "count crashes");
+}
+
+int store_vacuum_step(Store *s, const char *sql, int64_t cutoff_ms, unsigned batch,
+                      const char *what)
+{
+        int r = store_batch_write(s, false);
+        if (r < 0)
+                return r;
+        sqlite3_stmt *st = NULL;
+        r = store_stmt(s, sql, &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 1, cutoff_ms);
+        sqlite3_bind_int(st, 2, (int)batch);
+        int rc = sqlite3_step(st);
+        store_stmt_done(st);
+        if (rc != SQLITE_DONE)
+                return store_sqlite_errno(s, rc, what);
+        return sqlite3_changes(s->db);
 }

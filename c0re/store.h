@@ -96,6 +96,12 @@ int store_sqlite_errno(Store *s, int rc, const char *what);
 int store_stmt(Store *s, const char *sql, struct sqlite3_stmt **ret);
 void store_stmt_done(struct sqlite3_stmt *st);
 
+/* One bounded step of a vacuum: runs sql (a DELETE of at most ?2 rows older than ?1, a string
+ * literal) in a write batch that is not flushed.  Returns the number of rows deleted, or a
+ * negative errno (what names it in the log).  The caller commits. */
+int store_vacuum_step(Store *s, const char *sql, int64_t cutoff_ms, unsigned batch,
+                      const char *what);
+
 /* Runs st once per id, with the id bound to ?1 (other parameters stay as bound).  Returns the
  * number of rows changed in all, or a negative errno (what names the step in the log). */
 int store_step_each_id(Store *s, struct sqlite3_stmt *st, const int64_t *ids, size_t n,

@@ -205,6 +205,31 @@ int proto_approval_decode(const json_t *j, Approval *ret)
         return wire_decode(approval_fields, j, &tmp, ret, sizeof(tmp));
 }
 
+bool proto_request_id_valid(const char *s)
+{
+        size_t n = s ? strlen(s) : 0;
+        if (n < PROTO_REQUEST_ID_MIN || n > PROTO_REQUEST_ID_MAX)
+                return false;
+        return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") == n;
+}
+
+bool proto_verb_takes_request_id(const char *cmd)
+{
+        static const char *const verbs[] = {
+                "send",
+                "wake",
+                "ask",
+                "remind",
+                "request_spawn",
+                "request_apply_commit",
+                "request_update_meta_inputs",
+        };
+        for (size_t i = 0; cmd && i < ELEMENTSOF(verbs); i++)
+                if (strcmp(verbs[i], cmd) == 0)
+                        return true;
+        return false;
+}
+
 json_t *proto_response_new(void)
 {
         return json_pack("{s:i, s:b}", "version", HIVE_PROTOCOL_VERSION, "ok", 1);

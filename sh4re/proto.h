@@ -9,6 +9,16 @@
 
 #define HIVE_PROTOCOL_VERSION 1
 
+/* A client's request id (the optional "request_id" of the agent-socket verbs that a repeat
+ * would carry out twice): 8 to 64 characters of A-Z a-z 0-9 _ -. */
+#define PROTO_REQUEST_ID_MIN 8
+#define PROTO_REQUEST_ID_MAX 64
+bool proto_request_id_valid(const char *s);
+/* Whether the agent-socket verb cmd takes a "request_id" (send, wake, ask, remind,
+ * request_spawn, request_apply_commit, request_update_meta_inputs).  The daemon's verb table
+ * flags the same verbs VERB_DEDUPE; a unit test keeps the two in step. */
+bool proto_verb_takes_request_id(const char *cmd);
+
 static inline void hive_json_decrefp(json_t **p)
 {
         json_decref(*p);

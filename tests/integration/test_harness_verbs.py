@@ -11,7 +11,10 @@ import time
 
 import pytest
 
-from conftest import BIN, wait_for
+from conftest import BIN, ROOT, wait_for
+
+AG3NT = os.path.join(os.environ.get("HIVE_AG3NT_DIR", os.path.join(ROOT, "build", "ag3nt")),
+                     "hive-ag3nt")
 
 
 def send(d, frm, to, body):
@@ -236,6 +239,210 @@ def test_set_harness_state_without_a_manager_row(hive):
     d = hive(agents=())
     r = d.connect("manager").req({"cmd": "set_harness_state", "needs_login": True})
     assert r["ok"] is False and r["error_code"] == "ENOENT"
+
+
+# ---- request ids ----
+
+RID = "0123456789abcdef0123456789abcdef"
+
+
+def count(d, sql, *args):
+    c = d.db()
+    try:
+        return c.execute(sql, args).fetchone()[0]
+    finally:
+        c.close()
+
+
+def inbox(d, name):
+    """Everything name receives now, acknowledged."""
+    b = d.connect(name)
+    got = b.req({"cmd": "recv", "max": 32})["messages"]
+    if got:
+        assert b.req({"cmd": "ack", "ids": [m["id"] for m in got]})["ok"]
+    b.close()
+    return got
+
+
+def test_request_id_send_is_carried_out_once(hive):
+    d = hive()
+    req = {"cmd": "send", "to": "b2", "body": "once", "request_id": RID}
+    a = d.connect("a1")
+    first = a.req(req)
+    assert first["ok"] is True and isinstance(first["id"], int), first
+    assert a.req(req) == first  # the same connection
+    a2 = d.connect("a1")
+    assert a2.req(req) == first  # another connection
+    d.stop()  # and across a restart
+    d.start()
+    assert d.connect("a1").req(req) == first
+    assert count(d, "SELECT COUNT(*) FROM messages WHERE body = 'once'") == 1
+    assert [m["id"] for m in inbox(d, "b2")] == [first["id"]]
+    assert inbox(d, "b2") == []
+    row = d.db().execute("SELECT agent, cmd, answer FROM request_ids").fetchall()
+    assert row == [("a1", "send", json.dumps(first, separators=(",", ":")))]
+    # The id is a1's: b2 may use the same one for its own request.
+    r = d.connect("b2").req({"cmd": "send", "to": "a1", "body": "mine", "request_id": RID})
+    assert r["ok"] and r["id"] != first["id"]
+    # Broadcasts answer the same ids again.
+    star = {"cmd": "send", "to": "*", "body": "all", "request_id": "star-0001"}
+    r1 = d.connect("c3").req(star)
+    assert len(r1["ids"]) == 3 and d.connect("c3").req(star) == r1
+    assert count(d, "SELECT COUNT(*) FROM messages WHERE body = 'all'") == 3
+
+
+def test_request_id_used_for_another_verb(hive):
+    d = hive()
+    a = d.connect("a1")
+    assert a.req({"cmd": "send", "to": "b2", "body": "x", "request_id": RID})["ok"]
+    r = a.req({"cmd": "wake", "from": "cron", "body": "x", "request_id": RID})
+    assert r == {"version": 1, "ok": False, "error_code": "EINVAL",
+                 "error": f"request_id {RID} was already used for send"}
+    assert count(d, "SELECT COUNT(*) FROM messages") == 1
+
+
+@pytest.mark.parametrize("rid", ["short", "", "x" * 65, "has space", "a.b.c.d.e", "caf\u00e9-123",
+                                 12345678, None, ["abcdefgh"]])
+def test_request_id_malformed(hive, rid):
+    d = hive(agents=("a1", "b2"))
+    r = d.connect("a1").req({"cmd": "send", "to": "b2", "body": "x", "request_id": rid})
+    assert r["ok"] is False and r["error_code"] == "EINVAL", r
+    assert "\"request_id\" must be a string of 8 to 64 characters" in r["error"]
+    assert count(d, "SELECT COUNT(*) FROM messages") == 0
+
+
+def test_without_request_id_nothing_changes(hive):
+    d = hive(agents=("a1", "b2"))
+    a = d.connect("a1")
+    ids = [a.req({"cmd": "send", "to": "b2", "body": "twice"})["id"] for _ in range(2)]
+    assert ids[0] != ids[1]
+    assert count(d, "SELECT COUNT(*) FROM request_ids") == 0
+    # A refusal is not recorded: the same id is refused again, and runs once it can succeed.
+    req = {"cmd": "send", "to": "c3", "body": "later", "request_id": RID}
+    assert a.req(req)["error_code"] == "ENOENT"
+    assert a.req(req)["error_code"] == "ENOENT"
+    assert count(d, "SELECT COUNT(*) FROM request_ids") == 0
+
+
+def test_request_id_other_verbs(hive):
+    d = hive()
+    a = d.connect("a1")
+    for req in ({"cmd": "wake", "from": "cron", "body": "tick"},
+                {"cmd": "ask", "question": "ok?", "to": "b2"},
+                {"cmd": "remind", "message": "later", "delay_seconds": 3600}):
+        rid = req["cmd"] + "-0001"
+        first = a.req(dict(req, request_id=rid))
+        assert first["ok"] is True, first
+        assert a.req(dict(req, request_id=rid)) == first
+    assert count(d, "SELECT COUNT(*) FROM messages WHERE body = 'tick'") == 1
+    assert count(d, "SELECT COUNT(*) FROM questions") == 1
+    assert count(d, "SELECT COUNT(*) FROM reminders") == 1
+    m = d.connect("manager")
+    req = {"cmd": "request_spawn", "name": "d4", "request_id": "spawn-0001"}
+    first = m.req(req)
+    assert first["ok"] is True, first
+    assert m.req(req) == first
+    assert count(d, "SELECT COUNT(*) FROM approvals") == 1
+    assert count(d, "SELECT COUNT(*) FROM request_ids WHERE agent = 'manager'") == 1
+
+
+def test_ag3nt_send_carries_a_request_id(hive):
+    d = hive(agents=("a1", "b2"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
+    env.update(HIVE_SOCKET=d.agent_sock("a1"), HIVE_RECONNECT_BASE_MS="50")
+    p = subprocess.run([AG3NT, "send", "b2", "hello"], capture_output=True, text=True,
+                       timeout=30, env=env)
+    assert p.returncode == 0, p.stderr
+    [(rid, cmd, answer)] = d.db().execute(
+        "SELECT request_id, cmd, answer FROM request_ids WHERE agent = 'a1'").fetchall()
+    assert cmd == "send" and len(rid) == 32 and int(rid, 16) >= 0
+    assert p.stdout == f"sent as message {json.loads(answer)['id']}\n"
+    # call passes a request_id the user gave, and adds one when there is none.
+    p = subprocess.run([AG3NT, "call", "send", '{"to":"b2","body":"c","request_id":"user-id-1"}'],
+                       capture_output=True, text=True, timeout=30, env=env)
+    assert p.returncode == 0, p.stderr
+    assert count(d, "SELECT COUNT(*) FROM request_ids WHERE request_id = 'user-id-1'") == 1
+    # recv is not given one.
+    p = subprocess.run([AG3NT, "--json", "recv"], capture_output=True, text=True, timeout=30,
+                       env=dict(env, HIVE_SOCKET=d.agent_sock("b2")))
+    assert p.returncode == 0, p.stderr
+    assert count(d, "SELECT COUNT(*) FROM request_ids") == 2
+
+
+class LossyProxy:
+    """A unix-socket proxy in front of an agent socket that forwards the first request, reads
+    the daemon's answer (so it is committed) and drops it, closing the client's connection;
+    later connections are passed through.  Records every request line it forwards."""
+
+    def __init__(self, path, target):
+        self.path, self.target = path, target
+        self.lines = []
+        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.lsock.bind(path)
+        self.lsock.listen(8)
+        self.lsock.settimeout(0.2)
+        self.stop = False
+        self.dropped = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop:
+            try:
+                c, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        up.connect(self.target)
+        cf, uf = c.makefile("rb"), up.makefile("rb")
+        try:
+            while True:
+                line = cf.readline()
+                if not line:
+                    return
+                self.lines.append(json.loads(line))
+                up.sendall(line)
+                answer = uf.readline()
+                if self.dropped == 0:
+                    self.dropped = 1
+                    return  # the answer is lost, the client's connection breaks
+                c.sendall(answer)
+        finally:
+            cf.close()
+            uf.close()
+            c.close()
+            up.close()
+
+    def close(self):
+        self.stop = True
+        self.thread.join(5)
+        self.lsock.close()
+
+
+def test_ag3nt_send_resent_after_a_lost_answer_is_stored_once(hive, tmpbase):
+    d = hive(agents=("a1", "b2"))
+    proxy = LossyProxy(os.path.join(tmpbase, "proxy.sock"), d.agent_sock("a1"))
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HIVE_")}
+        env.update(HIVE_SOCKET=proxy.path, HIVE_RECONNECT_BASE_MS="50")
+        p = subprocess.run([AG3NT, "send", "b2", "exactly once"], capture_output=True,
+                           text=True, timeout=30, env=env)
+    finally:
+        proxy.close()
+    assert p.returncode == 0, p.stderr
+    assert "broke before the answer to \"send\" arrived" in p.stderr
+    assert proxy.dropped == 1
+    # The daemon saw the request twice, with one request id, and carried it out once.
+    assert len(proxy.lines) == 2 and proxy.lines[0] == proxy.lines[1]
+    rid = proxy.lines[0]["request_id"]
+    [(mid,)] = d.db().execute("SELECT id FROM messages WHERE body = 'exactly once'").fetchall()
+    assert p.stdout == f"sent as message {mid}\n"
+    assert [m["id"] for m in inbox(d, "b2")] == [mid]
+    wait_for(lambda: f"sent send request_id {rid} again" in d.log_text(),
+             what="the daemon's debug line about the repeat")
 
 
 # ---- serve --payload-env ----

@@ -506,6 +506,7 @@ typedef struct Peer {
         int requests;      /* request lines read */
         int connections;   /* connections accepted */
         char last_cmd[64]; /* the last request's cmd */
+        char rids[8][80];  /* the request_id of request i ("" none), the first 8 */
 } Peer;
 
 static void peer_reply(int fd, const char *line)
@@ -547,6 +548,11 @@ static void *peer_main(void *userdata)
                                 json_t *req = json_loads(buf, 0, NULL);
                                 snprintf(p->last_cmd, sizeof(p->last_cmd), "%s",
                                          json_string_value(json_object_get(req, "cmd")));
+                                const char *rid =
+                                        json_string_value(json_object_get(req, "request_id"));
+                                if (p->requests <= (int)ELEMENTSOF(p->rids))
+                                        snprintf(p->rids[p->requests - 1], sizeof(p->rids[0]), "%s",
+                                                 rid ? rid : "");
                                 json_decref(req);
                                 memmove(buf, nl + 1, len - (size_t)(nl + 1 - buf) + 1);
                                 len -= (size_t)(nl + 1 - buf);
@@ -696,6 +702,53 @@ static void test_link_sends_again_after_a_break(void **state)
         peer_stop(p);
 }
 
+static bool hex32(const char *s)
+{
+        return strlen(s) == 32 && strspn(s, "0123456789abcdef") == 32;
+}
+
+/* A verb that a repeat would carry out twice gets a request id, the same in every copy sent,
+ * and a new one per call; one the caller gave is kept; other verbs get none. */
+static void test_link_request_ids(void **state)
+{
+        char a[HIVELINK_REQUEST_ID_SIZE], b[HIVELINK_REQUEST_ID_SIZE];
+        assert_int_equal(hivelink_request_id_new(a), 0);
+        assert_int_equal(hivelink_request_id_new(b), 0);
+        assert_true(hex32(a) && hex32(b));
+        assert_string_not_equal(a, b);
+
+        Peer *p = peer_start(PEER_DROP_FIRST);
+        HiveLink *l = link_to(p->path, -1);
+        _cleanup_json_ json_t *send =
+                json_pack("{s:s, s:s, s:s}", "cmd", "send", "to", "b2", "body", "x");
+        json_t *resp = NULL;
+        assert_int_equal(hivelink_request(l, send, 5000, &resp), 0);
+        json_decref(resp);
+        assert_int_equal(p->requests, 2); /* sent, the connection broke, sent again */
+        assert_true(hex32(p->rids[0]));
+        assert_string_equal(p->rids[0], p->rids[1]);
+        assert_null(json_object_get(send, "request_id")); /* the caller's request is as it was */
+
+        assert_int_equal(hivelink_request(l, send, 5000, &resp), 0); /* a new call, a new id */
+        json_decref(resp);
+        assert_true(hex32(p->rids[2]));
+        assert_string_not_equal(p->rids[2], p->rids[0]);
+
+        _cleanup_json_ json_t *own =
+                json_pack("{s:s, s:s}", "cmd", "wake", "request_id", "mine-123");
+        assert_int_equal(hivelink_request(l, own, 5000, &resp), 0);
+        json_decref(resp);
+        assert_string_equal(p->rids[3], "mine-123");
+
+        _cleanup_json_ json_t *recv = json_pack("{s:s}", "cmd", "recv");
+        assert_int_equal(hivelink_request(l, recv, 5000, &resp), 0);
+        json_decref(resp);
+        assert_string_equal(p->rids[4], "");
+        assert_int_equal(p->requests, 5);
+        hivelink_free(l);
+        peer_stop(p);
+}
+
 static void test_link_timeout_and_garbage(void **state)
 {
         _cleanup_json_ json_t *req = json_pack("{s:s}", "cmd", "status");
@@ -770,6 +823,7 @@ int main(void)
                 cmocka_unit_test(test_link_no_socket),
                 cmocka_unit_test(test_link_keeps_one_connection),
                 cmocka_unit_test(test_link_sends_again_after_a_break),
+                cmocka_unit_test(test_link_request_ids),
                 cmocka_unit_test(test_link_timeout_and_garbage),
                 cmocka_unit_test(test_rpc_call_through_peer),
         };

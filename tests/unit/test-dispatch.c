@@ -12,8 +12,12 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "actions.h"
+#include "agent_server.h"
+#include "broker.h"
+#include "cleanup.h"
 #include "daemon.h"
 #include "dispatch.h"
 #include "errors.h"
@@ -21,6 +25,7 @@
 #include "host_verbs.h"
 #include "log.h"
 #include "proto.h"
+#include "request_ids.h"
 #include "store.h"
 #include "testutil.h"
 
@@ -538,6 +543,273 @@ static void test_set_paused(void **state)
         free(marker);
 }
 
+/* ---- request ids (VERB_DEDUPE) ---- */
+
+/* A socket of identity `dd_who` over the fixture's daemon: "send" stores messages as the agent
+ * sockets do; "wake" is another deduplicated verb; "half" writes a message and then refuses;
+ * "park" parks; "plain" is not deduplicated. */
+static const char *dd_who = "a1";
+
+static Store *dd_store(void *userdata)
+{
+        Daemon *d = userdata;
+        return d->store;
+}
+
+static const char *dd_identity(void *userdata)
+{
+        return dd_who;
+}
+
+static int dd_send(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        return agent_server_send(ctx->userdata, ctx, dd_who, req, resp);
+}
+
+static int dd_wake(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        return json_object_set_new(resp, "woke", json_true());
+}
+
+static int dd_half(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        Daemon *d = ctx->userdata;
+        int64_t id;
+        assert_int_equal(broker_send(d->store, dd_who, "b2", "half", 0, &id), 0);
+        return dispatch_fail(ctx, -EIO, "half done");
+}
+
+static int dd_park(DispatchCtx *ctx, json_t *req, json_t *resp)
+{
+        return DISPATCH_PARKED;
+}
+
+static const VerbSpec dd_verbs[] = {
+        {"send", dd_send, agent_send_fields, VERB_DEDUPE, "send"},
+        {"wake", dd_wake, NULL, VERB_DEDUPE, "wake"},
+        {"half", dd_half, NULL, VERB_DEDUPE, "half"},
+        {"park", dd_park, NULL, VERB_DEDUPE, "park"},
+        {"plain", dd_wake, NULL, 0, "plain"},
+};
+
+static const VerbTable dd_table = {
+        .socket = "the test socket",
+        .verbs = dd_verbs,
+        .n_verbs = ELEMENTSOF(dd_verbs),
+        .dedupe_store = dd_store,
+        .dedupe_identity = dd_identity,
+};
+
+static const VerbTable dd_table_without_store = {
+        .socket = "the test socket",
+        .verbs = dd_verbs,
+        .n_verbs = ELEMENTSOF(dd_verbs),
+};
+
+/* Dispatches line on t; returns the answer line (malloc'ed) and checks the return value. */
+static char *dd_on(Fixture *fx, const VerbTable *t, const char *line, int want_r)
+{
+        char *out = NULL;
+        size_t len = 0;
+        int r = dispatch_line(t, &fx->d, NULL, line, strlen(line), &out, &len, NULL);
+        assert_int_equal(r, want_r);
+        return out;
+}
+
+static char *dd(Fixture *fx, const char *line, int want_r)
+{
+        return dd_on(fx, &dd_table, line, want_r);
+}
+
+static void dd_refused(Fixture *fx, const char *line, const char *code, const char *needle)
+{
+        _cleanup_free_ char *out = dd(fx, line, 0);
+        json_t *j = json_loads(out, 0, NULL);
+        assert_non_null(j);
+        const char *error = json_string_value(json_object_get(j, "error"));
+        if (strcmp(json_string_value(json_object_get(j, "error_code")), code) != 0 ||
+            !strstr(error, needle))
+                fail_msg("%s: %s", line, out);
+        json_decref(j);
+}
+
+static int64_t dd_count(Fixture *fx, const char *sql)
+{
+        return tu_sql_int(fx->d.store, sql, 0);
+}
+
+#define DD_SEND "{\"cmd\":\"send\",\"to\":\"b2\",\"body\":\"hi\",\"request_id\":\"req-0001\"}"
+
+static void dd_agents(Fixture *fx)
+{
+        insert(fx, &(AgentRecord){.name = "a1"});
+        insert(fx, &(AgentRecord){.name = "b2"});
+        dd_who = "a1";
+}
+
+static void test_request_id_repeat_is_answered_as_the_first(void **state)
+{
+        Fixture *fx = *state;
+        dd_agents(fx);
+        _cleanup_free_ char *first = dd(fx, DD_SEND, 1);
+        assert_true(store_batch_open(fx->d.store)); /* the answer waits for this commit */
+        assert_int_equal(dd_count(fx, "SELECT COUNT(*) FROM messages"), 1);
+        int64_t id = dd_count(fx, "SELECT id FROM messages");
+        char want[128];
+        snprintf(want, sizeof(want), "{\"version\":1,\"ok\":true,\"id\":%lld}\n", (long long)id);
+        assert_string_equal(first, want);
+        _cleanup_free_ char *cmd = NULL, *answer = NULL;
+        assert_int_equal(request_ids_get(fx->d.store, "a1", "req-0001", &cmd, &answer), 1);
+        assert_string_equal(cmd, "send");
+        assert_int_equal(strlen(answer), strlen(want) - 1);
+        assert_int_equal(strncmp(answer, want, strlen(answer)), 0);
+
+        /* In the same round (the record is not committed yet) and after the commit. */
+        _cleanup_free_ char *again = dd(fx, DD_SEND, 1);
+        assert_string_equal(again, first);
+        assert_int_equal(store_batch_commit(fx->d.store), 0);
+        _cleanup_free_ char *later = dd(fx, DD_SEND, 1);
+        assert_string_equal(later, first);
+        assert_false(store_batch_open(fx->d.store)); /* a repeat writes nothing */
+        /* Also after a restart: the record is durable. */
+        char *db = strdup(sqlite3_db_filename(store_db(fx->d.store), "main"));
+        fx->d.store = store_close(fx->d.store);
+        assert_int_equal(store_open(db, &fx->d.store), 0);
+        free(db);
+        _cleanup_free_ char *restarted = dd(fx, DD_SEND, 1);
+        assert_string_equal(restarted, first);
+        assert_int_equal(dd_count(fx, "SELECT COUNT(*) FROM messages"), 1);
+
+        /* Another body under the same id is still the first request: only the id counts. */
+        _cleanup_free_ char *other = dd(
+                fx, "{\"cmd\":\"send\",\"to\":\"b2\",\"body\":\"x\",\"request_id\":\"req-0001\"}",
+                1);
+        assert_string_equal(other, first);
+        /* A new id is a new message; so is the same id from another identity. */
+        _cleanup_free_ char *fresh = dd(
+                fx, "{\"cmd\":\"send\",\"to\":\"b2\",\"body\":\"hi\",\"request_id\":\"req-0002\"}",
+                1);
+        assert_string_not_equal(fresh, first);
+        dd_who = "b2";
+        _cleanup_free_ char *theirs = dd(
+                fx, "{\"cmd\":\"send\",\"to\":\"a1\",\"body\":\"hi\",\"request_id\":\"req-0001\"}",
+                1);
+        assert_string_not_equal(theirs, first);
+        assert_int_equal(dd_count(fx, "SELECT COUNT(*) FROM messages"), 3);
+        assert_int_equal(dd_count(fx, "SELECT COUNT(*) FROM request_ids"), 3);
+}
+
+/* The message and the record are written in one transaction: another connection sees
+ * neither before the commit, both after it. */
+static void test_request_id_commits_with_the_verb(void **state)
+{
+        Fixture *fx = *state;
+        dd_agents(fx);
+        assert_int_equal(store_batch_commit(fx->d.store), 0);
+        free(dd(fx, DD_SEND, 1));
+        sqlite3 *h = NULL;
+        assert_int_equal(sqlite3_open_v2(sqlite3_db_filename(store_db(fx->d.store), "main"), &h,
+                                         SQLITE_OPEN_READONLY, NULL),
+                         SQLITE_OK);
+        const char *q = "SELECT (SELECT COUNT(*) FROM messages) * 10 + "
+                        "(SELECT COUNT(*) FROM request_ids)";
+        sqlite3_stmt *st = NULL;
+        assert_int_equal(sqlite3_prepare_v2(h, q, -1, &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        assert_int_equal(sqlite3_column_int(st, 0), 0);
+        sqlite3_reset(st);
+        assert_int_equal(store_batch_commit(fx->d.store), 0);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        assert_int_equal(sqlite3_column_int(st, 0), 11);
+        sqlite3_finalize(st);
+        sqlite3_close(h);
+}
+
+static void test_request_id_for_another_verb(void **state)
+{
+        Fixture *fx = *state;
+        dd_agents(fx);
+        free(dd(fx, DD_SEND, 1));
+        dd_refused(fx, "{\"cmd\":\"wake\",\"request_id\":\"req-0001\"}", "EINVAL",
+                   "request_id req-0001 was already used for send");
+        assert_int_equal(dd_count(fx, "SELECT COUNT(*) FROM request_ids"), 1);
+}
+
+static void test_request_id_malformed(void **state)
+{
+        Fixture *fx = *state;
+        dd_agents(fx);
+        char long_id[80];
+        memset(long_id, 'a', 65);
+        long_id[65] = '\0';
+        char line[256];
+        const char *bad[] = {"\"short\"",           "\"\"",     "\"has space\"", "\"dots.are.out\"",
+                             "\"caf\\u00e9-1234\"", "12345678", "null",          "[\"abcdefgh\"]"};
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                snprintf(line, sizeof(line), "{\"cmd\":\"wake\",\"request_id\":%s}", bad[i]);
+                dd_refused(fx, line, "EINVAL", "\"request_id\" must be a string of 8 to 64");
+        }
+        snprintf(line, sizeof(line), "{\"cmd\":\"wake\",\"request_id\":\"%s\"}", long_id);
+        dd_refused(fx, line, "EINVAL", "8 to 64 characters");
+        long_id[64] = '\0';
+        snprintf(line, sizeof(line), "{\"cmd\":\"wake\",\"request_id\":\"%s\"}", long_id);
+        free(dd(fx, line, 1));
+        free(dd(fx, "{\"cmd\":\"wake\",\"request_id\":\"AZaz09_-\"}", 1));
+        assert_int_equal(dd_count(fx, "SELECT COUNT(*) FROM request_ids"), 2);
+        /* A verb without the flag, or a table without a store, ignores the key. */
+        free(dd(fx, "{\"cmd\":\"plain\",\"request_id\":\"x\"}", 1));
+        free(dd_on(fx, &dd_table_without_store, "{\"cmd\":\"wake\",\"request_id\":\"x\"}", 1));
+        free(dd_on(fx, &dd_table_without_store, DD_SEND, 1));
+        free(dd_on(fx, &dd_table_without_store, DD_SEND, 1));
+        assert_int_equal(dd_count(fx, "SELECT COUNT(*) FROM request_ids"), 2);
+        assert_int_equal(dd_count(fx, "SELECT COUNT(*) FROM messages"), 2);
+}
+
+static void test_request_id_refusals_are_not_recorded(void **state)
+{
+        Fixture *fx = *state;
+        dd_agents(fx);
+        dd_refused(fx,
+                   "{\"cmd\":\"send\",\"to\":\"c3\",\"body\":\"hi\",\"request_id\":\"req-0001\"}",
+                   "ENOENT", "unknown recipient");
+        /* A refusal rolls back what the handler wrote before it refused. */
+        dd_refused(fx, "{\"cmd\":\"half\",\"request_id\":\"req-0002\"}", "EIO", "half done");
+        assert_int_equal(dd_count(fx, "SELECT COUNT(*) FROM messages"), 0);
+        /* A parked request is answered later: nothing to record. */
+        assert_null(dd(fx, "{\"cmd\":\"park\",\"request_id\":\"req-0003\"}", 2));
+        assert_int_equal(dd_count(fx, "SELECT COUNT(*) FROM request_ids"), 0);
+        /* Without a request id nothing changes: two sends are two messages. */
+        free(dd(fx, "{\"cmd\":\"send\",\"to\":\"b2\",\"body\":\"hi\"}", 1));
+        free(dd(fx, "{\"cmd\":\"send\",\"to\":\"b2\",\"body\":\"hi\"}", 1));
+        assert_int_equal(dd_count(fx, "SELECT COUNT(*) FROM messages"), 2);
+        /* The refused id is free: sent again once it can succeed, it runs. */
+        insert(fx, &(AgentRecord){.name = "c3"});
+        free(dd(fx, "{\"cmd\":\"send\",\"to\":\"c3\",\"body\":\"hi\",\"request_id\":\"req-0001\"}",
+                1));
+        assert_int_equal(dd_count(fx, "SELECT COUNT(*) FROM messages"), 3);
+        assert_int_equal(dd_count(fx, "SELECT COUNT(*) FROM request_ids"), 1);
+}
+
+/* The agent sockets flag exactly the verbs the client (hivelink) gives request ids. */
+static void test_agent_verbs_dedupe_what_the_client_ids(void **state)
+{
+        assert_non_null(agent_verb_table.dedupe_store);
+        assert_non_null(agent_verb_table.dedupe_identity);
+        size_t n = 0;
+        for (size_t i = 0; i < agent_verb_table.n_verbs; i++) {
+                const VerbSpec *v = &agent_verb_table.verbs[i];
+                bool flagged = (v->flags & VERB_DEDUPE) != 0;
+                if (flagged != proto_verb_takes_request_id(v->cmd))
+                        fail_msg("%s: VERB_DEDUPE %d, proto_verb_takes_request_id %d", v->cmd,
+                                 flagged, !flagged);
+                n += flagged;
+        }
+        assert_int_equal(n, 7);
+        assert_false(proto_verb_takes_request_id("recv"));
+        assert_false(proto_verb_takes_request_id("restart"));
+        assert_false(proto_verb_takes_request_id(NULL));
+}
+
 int main(void)
 {
         /* set_paused logs each change at info level; keep the test output to cmocka's. */
@@ -562,6 +834,12 @@ int main(void)
                 T(test_urls),
                 T(test_version_verb),
                 T(test_set_paused),
+                T(test_request_id_repeat_is_answered_as_the_first),
+                T(test_request_id_commits_with_the_verb),
+                T(test_request_id_for_another_verb),
+                T(test_request_id_malformed),
+                T(test_request_id_refusals_are_not_recorded),
+                T(test_agent_verbs_dedupe_what_the_client_ids),
         };
         return cmocka_run_group_tests_name("dispatch", tests, NULL, NULL);
 }

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "cleanup.h"
 #include "proto.h"
 #include "testutil.h"
 
@@ -509,6 +510,48 @@ static void test_dump_line_no_len(void **state)
         json_decref(j);
 }
 
+static void test_request_id_valid(void **state)
+{
+        assert_true(proto_request_id_valid("abcdefgh"));
+        assert_true(proto_request_id_valid("AZaz09_-"));
+        assert_true(proto_request_id_valid("0123456789abcdef0123456789abcdef"));
+        char s[80];
+        memset(s, 'x', sizeof(s));
+        s[64] = '\0';
+        assert_true(proto_request_id_valid(s));
+        s[64] = 'x';
+        s[65] = '\0';
+        assert_false(proto_request_id_valid(s));         /* 65 */
+        assert_false(proto_request_id_valid("abcdefg")); /* 7 */
+        assert_false(proto_request_id_valid(""));
+        assert_false(proto_request_id_valid(NULL));
+        assert_false(proto_request_id_valid("abcd efgh"));
+        assert_false(proto_request_id_valid("abcd.efgh"));
+        assert_false(proto_request_id_valid("abcd/efgh"));
+        assert_false(proto_request_id_valid("abcd\xc3\xa9"
+                                            "fgh"));
+        assert_false(proto_request_id_valid("abcdefgh\n"));
+}
+
+static void test_verb_takes_request_id(void **state)
+{
+        const char *yes[] = {"send",
+                             "wake",
+                             "ask",
+                             "remind",
+                             "request_spawn",
+                             "request_apply_commit",
+                             "request_update_meta_inputs"};
+        const char *no[] = {"recv",    "ack",    "release", "answer", "cancel_loose_end",
+                            "restart", "update", "kill",    "start",  "set_status",
+                            "Send",    "",       "send "};
+        for (size_t i = 0; i < ELEMENTSOF(yes); i++)
+                assert_true(proto_verb_takes_request_id(yes[i]));
+        for (size_t i = 0; i < ELEMENTSOF(no); i++)
+                assert_false(proto_verb_takes_request_id(no[i]));
+        assert_false(proto_verb_takes_request_id(NULL));
+}
+
 static int check(const char *s, const char **ret_error, const char **ret_code)
 {
         json_t *j = json_loads(s, JSON_DECODE_ANY, NULL);
@@ -583,6 +626,8 @@ int main(void)
                 cmocka_unit_test(test_error_new),
                 cmocka_unit_test(test_dump_line_no_len),
                 cmocka_unit_test(test_response_check),
+                cmocka_unit_test(test_request_id_valid),
+                cmocka_unit_test(test_verb_takes_request_id),
         };
         return cmocka_run_group_tests_name("proto", tests, NULL, NULL);
 }

@@ -278,7 +278,8 @@ static void test_migrate_adds_needs_login(void **state)
         open_store(fx);
         insert(fx->store, "old", "running");
         fx->store = store_close(fx->store);
-        sql_exec(fx->db, "ALTER TABLE agents DROP COLUMN needs_login; PRAGMA user_version = 5;");
+        sql_exec(fx->db, "DROP TABLE request_ids; ALTER TABLE agents DROP COLUMN needs_login; "
+                         "PRAGMA user_version = 5;");
 
         open_store(fx);
         int v = -1;
@@ -293,6 +294,32 @@ static void test_migrate_adds_needs_login(void **state)
         char *dflt = sql_value(fx->db, "SELECT needs_login FROM agents WHERE name = 'old'");
         assert_string_equal(dflt, "0");
         free(dflt);
+}
+
+/* Schema 6 → 7 adds the request_ids table (WITHOUT ROWID, indexed by time), keeping the
+ * agents. */
+static void test_migrate_adds_request_ids(void **state)
+{
+        Fixture *fx = *state;
+        open_store(fx);
+        insert(fx->store, "old", "running");
+        fx->store = store_close(fx->store);
+        sql_exec(fx->db, "DROP TABLE request_ids; PRAGMA user_version = 6;");
+
+        open_store(fx);
+        int v = -1;
+        assert_int_equal(store_get_version(fx->store, &v), 0);
+        assert_int_equal(v, store_schema_version());
+        assert_true(v >= 7);
+        fx->store = store_close(fx->store);
+        char *n = sql_value(fx->db, "SELECT COUNT(*) FROM sqlite_master WHERE "
+                                    "(name = 'request_ids' AND sql LIKE '%WITHOUT ROWID') OR "
+                                    "name = 'request_ids_at'");
+        assert_string_equal(n, "2");
+        free(n);
+        n = sql_value(fx->db, "SELECT COUNT(*) FROM agents WHERE name = 'old'");
+        assert_string_equal(n, "1");
+        free(n);
 }
 
 static void test_set_harness(void **state)
@@ -478,6 +505,7 @@ int main(void)
                 T(test_get_unknown),
                 T(test_set_paused),
                 T(test_migrate_adds_needs_login),
+                T(test_migrate_adds_request_ids),
                 T(test_set_harness),
                 T(test_list_sorted),
                 T(test_list_empty),
