@@ -34,8 +34,6 @@ typedef struct Settings {
         char *dashboard_url;        /* HIVE_DASHBOARD_URL: linked from the page; NULL unset */
 } Settings;
 
-/* Until tests/unit/test-ag3nt-mcp.c says MARKER_NEXT_TURN. */
-#define SETTINGS_NEXT_TURN_FILE MARKER_NEXT_TURN
 /* The model chosen on the page, kept across restarts. */
 #define SETTINGS_MODEL_FILE "hyperhive-model"
 

@@ -259,7 +259,7 @@ static void test_settings(void **state)
         assert_string_equal(s.operator_pronouns, "she/her");
         assert_int_equal(s.reconnect_base_ms, 25);
         assert_int_equal(s.flavor, HARNESS_MANAGER);
-        _cleanup_free_ char *p = settings_state_path(&s, SETTINGS_NEXT_TURN_FILE);
+        _cleanup_free_ char *p = settings_state_path(&s, MARKER_NEXT_TURN);
         assert_string_equal(p, "/state/hyperhive-next-turn");
         settings_done(&s);
 
@@ -451,7 +451,7 @@ static const char *result_text(json_t *r, bool *ret_is_error)
 static void test_rpc_next_turn(void **state)
 {
         McpFixture *f = *state;
-        _cleanup_free_ char *marker = settings_state_path(&f->settings, SETTINGS_NEXT_TURN_FILE);
+        _cleanup_free_ char *marker = settings_state_path(&f->settings, MARKER_NEXT_TURN);
         struct stat st;
         assert_int_equal(stat(marker, &st), -1);
         _cleanup_json_ json_t *r = handle(f, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":"
