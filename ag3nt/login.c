@@ -41,7 +41,6 @@
 #define LOGIN_PARTIAL_US    (300ull * 1000u)         /* an unterminated line (the prompt) */
 #define LOGIN_TOKEN_PREFIX  "sk-ant-oat01-"
 
-
 /* One output stream of the child. */
 typedef struct Stream {
         int fd; /* non-blocking read end; -1 at EOF */

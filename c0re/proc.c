@@ -26,7 +26,6 @@
 #include "cleanup.h"
 #include "proc.h"
 
-
 #define READ_CHUNK (16u * 1024u)
 /* A buffer is trimmed back to PROC_OUTPUT_MAX only once it holds twice that, so every byte
  * is moved at most once however much a child writes. */
