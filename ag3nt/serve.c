@@ -592,6 +592,8 @@ typedef enum {
 
 static void publish_usage(Harness *h, const RunnerResult *res)
 {
+        if (res->exit_code < 0)
+                return; /* the CLI never ran: nothing changed */
         pthread_mutex_lock(&h->lock);
         if (res->context_tokens)
                 h->context_tokens = res->context_tokens;
