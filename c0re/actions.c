@@ -25,6 +25,7 @@
 #include "ports.h"
 #include "proto.h"
 #include "questions.h"
+#include "repos.h"
 #include "worker.h"
 
 #define SHUTDOWN_GRACE_SEC 5
@@ -873,15 +874,21 @@ int actions_set_paused(Actions *a, const char *name, bool paused, char **ret_err
 static int ensure_manager(Actions *a)
 {
         Daemon *d = a->d;
+        /* Its config repos, like every agent's: the meta flake has an input for each agent,
+         * the manager included, and cannot lock or build without it. */
+        _cleanup_free_ char *err = NULL;
+        int r = repos_create(d->cfg, MANAGER_AGENT, &err);
+        if (r < 0)
+                return log_error_errno(r, "cannot create the manager's config repos: %s",
+                                       err ? err : strerror(-r));
         AgentRecord rec = {0};
-        int r = store_agent_get(d->store, MANAGER_AGENT, &rec);
+        r = store_agent_get(d->store, MANAGER_AGENT, &rec);
         agent_record_done(&rec);
         if (r == 0)
                 return 0;
         if (r != -ENOENT)
                 return r;
         uint16_t port = 0;
-        _cleanup_free_ char *err = NULL;
         r = prepare_dirs(a, MANAGER_AGENT, true, &port, NULL, &err);
         if (r < 0)
                 return log_error_errno(r, "%s", err ? err : "cannot prepare the manager");

@@ -90,6 +90,19 @@ def test_spawn_creates_the_repos(hv):
     assert row["deployed_sha"] == seed[:12]
 
 
+def test_spawn_with_the_manager_goes_into_meta(hv):
+    # The manager is an agent of the meta flake too: its config repos exist from the start,
+    # so locking the flake for a spawn (or an approval) does not fail on its input.
+    d = hv("--manager")
+    assert os.path.isdir(os.path.join(d.state, "applied", "hm1nd", ".git"))
+    seed = git("-C", d.proposed, "rev-parse", "HEAD")
+    assert git("-C", d.meta, "log", "-1", "--format=%s") == f"spawn a1 {seed[:12]}"
+    lock = json.loads(git("-C", d.meta, "show", "HEAD:flake.lock"))
+    assert lock["nodes"]["agent-a1"]["locked"]["rev"] == seed
+    assert "agent-hm1nd" in lock["nodes"]
+    assert "not in the meta flake" not in d.log_text()
+
+
 def test_propose_approve_deploy(hv):
     d = hv()
     base = git("-C", d.applied, "rev-parse", "main")
