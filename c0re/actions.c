@@ -878,9 +878,11 @@ static int ensure_manager(Actions *a)
          * the manager included, and cannot lock or build without it. */
         _cleanup_free_ char *err = NULL;
         int r = repos_create(d->cfg, MANAGER_AGENT, &err);
-        if (r < 0)
-                return log_error_errno(r, "cannot create the manager's config repos: %s",
-                                       err ? err : strerror(-r));
+        if (r < 0) /* the daemon still serves; spawns into meta will say what is missing */
+                log_warning("cannot create the manager's config repos: %s; the meta flake "
+                            "cannot be locked until they exist",
+                            err ? err : strerror(-r));
+        free(TAKE_PTR(err));
         AgentRecord rec = {0};
         r = store_agent_get(d->store, MANAGER_AGENT, &rec);
         agent_record_done(&rec);
