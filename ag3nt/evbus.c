@@ -13,6 +13,7 @@
 #include "cleanup.h"
 #include "evbus.h"
 #include "log.h"
+#include "timeutil.h"
 
 #define EVBUS_DISK_KEEP 20000 /* rows kept in the database; older ones are trimmed */
 
@@ -233,15 +234,7 @@ json_t *evbus_history(EvBus *b, uint64_t after, size_t max)
 uint64_t evbus_wait(EvBus *b, uint64_t after, int timeout_ms)
 {
         struct timespec deadline;
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        if (timeout_ms > 0) {
-                deadline.tv_sec += timeout_ms / 1000;
-                deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-                if (deadline.tv_nsec >= 1000000000L) {
-                        deadline.tv_sec++;
-                        deadline.tv_nsec -= 1000000000L;
-                }
-        }
+        timeutil_mono_deadline(timeout_ms, &deadline);
         pthread_mutex_lock(&b->lock);
         while (b->seq <= after && !b->closed && timeout_ms != 0) {
                 int r = timeout_ms < 0 ? pthread_cond_wait(&b->cond, &b->lock)

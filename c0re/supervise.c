@@ -29,6 +29,7 @@
 #include "cleanup.h"
 #include "fsutil.h"
 #include "log.h"
+#include "timeutil.h"
 #include "supervise.h"
 
 #define LOG_ROTATE_SIZE (1024 * 1024)
@@ -555,15 +556,7 @@ out:
 int supervisor_wait(Supervisor *s, const char *name, int timeout_ms)
 {
         struct timespec deadline;
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        if (timeout_ms >= 0) {
-                deadline.tv_sec += timeout_ms / 1000;
-                deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-                if (deadline.tv_nsec >= 1000000000L) {
-                        deadline.tv_sec++;
-                        deadline.tv_nsec -= 1000000000L;
-                }
-        }
+        timeutil_mono_deadline(timeout_ms, &deadline);
         pthread_mutex_lock(&s->lock);
         int r = 0;
         Child *c = child_find(s, name);

@@ -28,3 +28,16 @@ uint64_t timeutil_mono_usec(void)
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
+
+void timeutil_mono_deadline(int timeout_ms, struct timespec *ret)
+{
+        clock_gettime(CLOCK_MONOTONIC, ret);
+        if (timeout_ms <= 0)
+                return;
+        ret->tv_sec += timeout_ms / 1000;
+        ret->tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (ret->tv_nsec >= 1000000000L) {
+                ret->tv_sec++;
+                ret->tv_nsec -= 1000000000L;
+        }
+}

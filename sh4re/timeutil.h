@@ -11,3 +11,8 @@ void timeutil_rfc3339(int64_t unix_seconds, char out[TIMEUTIL_RFC3339_MAX]);
 int64_t timeutil_now(void);
 /* CLOCK_MONOTONIC in microseconds. */
 uint64_t timeutil_mono_usec(void);
+
+struct timespec;
+/* The CLOCK_MONOTONIC time timeout_ms from now (now itself for a negative one), for
+ * pthread_cond_timedwait on a condition variable set to CLOCK_MONOTONIC. */
+void timeutil_mono_deadline(int timeout_ms, struct timespec *ret);

@@ -154,6 +154,24 @@ class Daemon:
         c.close()
 
 
+def open_stream(d):
+    """A subscribe_agent_status stream on d's host.sock, past its bare ack: (socket, file)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(d.sock)
+    s.sendall(b'{"cmd":"subscribe_agent_status"}\n')
+    f = s.makefile("rb")
+    assert f.readline() == b'{"version":1,"ok":true}\n'
+    return s, f
+
+
+def read_row(f):
+    """The next pushed line of a stream: exactly one status row, which it returns."""
+    r = json.loads(f.readline())
+    assert list(r) == ["version", "ok", "agent_statuses"] and len(r["agent_statuses"]) == 1
+    return r["agent_statuses"][0]
+
+
 @pytest.fixture
 def tmpbase():
     # Short paths: a unix socket path must fit in 108 bytes.

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import BIN, ROOT, wait_for
+from conftest import BIN, ROOT, open_stream, read_row, wait_for
 
 AG3NT = os.path.join(os.environ.get("HIVE_AG3NT_DIR", os.path.join(ROOT, "build", "ag3nt")),
                      "hive-ag3nt")
@@ -161,22 +161,6 @@ def test_set_harness_state_shows_in_agent_status(hive):
     d.start()
     r = row(d, "a1")
     assert r["needs_login"] is False and r["active_model"] == "claude-sonnet-4-5[1m]"
-
-
-def open_stream(d):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
-    s.connect(d.sock)
-    s.sendall(b'{"cmd":"subscribe_agent_status"}\n')
-    f = s.makefile("rb")
-    assert f.readline() == b'{"version":1,"ok":true}\n'
-    return s, f
-
-
-def read_row(f):
-    r = json.loads(f.readline())
-    assert len(r["agent_statuses"]) == 1
-    return r["agent_statuses"][0]
 
 
 def test_set_harness_state_is_pushed_to_subscribers(hive):

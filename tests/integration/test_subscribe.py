@@ -4,22 +4,7 @@ import json
 import socket
 import time
 
-
-def open_stream(d):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
-    s.connect(d.sock)
-    s.sendall(b'{"cmd":"subscribe_agent_status"}\n')
-    f = s.makefile("rb")
-    assert f.readline() == b'{"version":1,"ok":true}\n'
-    return s, f
-
-
-def read_row(f):
-    line = f.readline()
-    r = json.loads(line)
-    assert list(r) == ["version", "ok", "agent_statuses"] and len(r["agent_statuses"]) == 1
-    return r["agent_statuses"][0]
+from conftest import open_stream, read_row
 
 
 def test_stream_pushes_changed_rows(hive):

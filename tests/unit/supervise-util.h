@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "timeutil.h"
+
 typedef struct ExitLog {
         pthread_mutex_t lock;
         pthread_cond_t cond;
@@ -62,13 +64,7 @@ static inline int64_t tu_now_ms(void)
 static inline bool exit_log_wait(ExitLog *l, int n, int timeout_ms)
 {
         struct timespec deadline;
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_sec += timeout_ms / 1000;
-        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-                deadline.tv_sec++;
-                deadline.tv_nsec -= 1000000000L;
-        }
+        timeutil_mono_deadline(timeout_ms, &deadline);
         pthread_mutex_lock(&l->lock);
         while (l->count < n)
                 if (pthread_cond_timedwait(&l->cond, &l->lock, &deadline) == ETIMEDOUT)
