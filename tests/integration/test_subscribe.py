@@ -1,6 +1,5 @@
 """subscribe_agent_status: a push stream of changed rows."""
 
-import json
 import socket
 import time
 
