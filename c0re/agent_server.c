@@ -69,12 +69,6 @@ static AgentEndpoint *endpoint_find(AgentServer *as, const char *name)
         return NULL;
 }
 
-static bool endpoint_batch_open(void *userdata)
-{
-        AgentEndpoint *ep = userdata;
-        return store_batch_open(ep->as->d->store);
-}
-
 static void waiter_unlink(Waiter *w)
 {
         AgentEndpoint *ep = w->ep;
@@ -173,7 +167,7 @@ void agent_server_wake(AgentServer *as, const char *recipient)
                                  strerror(-r));
                         resp = proto_error_new(msg, "EIO");
                 }
-                server_conn_reply(sc, resp);
+                server_conn_reply_unflushed(sc, resp);
         }
 }
 
@@ -200,7 +194,7 @@ static void on_tick(LoopSource *src, int fd, uint32_t events, void *userdata)
                         json_t *resp = proto_response_new();
                         if (resp)
                                 json_object_set_new(resp, "messages", json_array());
-                        server_conn_reply(sc, resp);
+                        server_conn_reply_unflushed(sc, resp);
                 }
         }
 }
@@ -1075,7 +1069,7 @@ static int endpoint_new(AgentServer *as, const char *name, bool manager)
                 .gid = (gid_t)-1,
                 .max_clients = 64,
                 .idle_timeout_sec = 0,
-                .batch_open = endpoint_batch_open,
+                .gate = d->gate,
         };
         r = server_new(d->loop, sock, &so, &ep->srv);
         if (r < 0) {
@@ -1117,12 +1111,6 @@ void agent_server_unregister(AgentServer *as, const char *name)
                                 endpoint_free(ep);
                         return;
                 }
-}
-
-void agent_server_release_held(AgentServer *as, int commit_result)
-{
-        for (AgentEndpoint *ep = as->endpoints; ep; ep = ep->next)
-                server_release_held(ep->srv, commit_result);
 }
 
 int agent_server_new(Daemon *d, AgentServer **ret)

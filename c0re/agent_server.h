@@ -22,9 +22,6 @@ void agent_server_unregister(AgentServer *as, const char *name);
 /* A message for recipient was written in the open batch: hand it to a parked recv. */
 void agent_server_wake(AgentServer *as, const char *recipient);
 
-/* After the batch committed (or failed): write the answers held for it. */
-void agent_server_release_held(AgentServer *as, int commit_result);
-
 /* Validates a recipient and expands it: "*" is every agent but the sender.  Returns a
  * NULL-terminated vector of identities, or -ENOENT / -EINVAL with a sentence in ctx. */
 int agent_server_resolve_to(Daemon *d, DispatchCtx *ctx, const char *from, const char *to,

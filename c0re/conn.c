@@ -23,8 +23,10 @@ struct Conn {
         const ConnOps *ops;
         void *userdata;
         uint64_t last_activity;
+        uint32_t armed; /* the events epoll watches now */
         bool reading;
-        bool paused;
+        bool paused;    /* epoll may still watch EPOLLIN: it is dropped when input comes */
+        bool input_off; /* paused, and input came: EPOLLIN dropped until resumed */
         bool pump_scheduled;
         bool eof; /* the peer finished sending */
         bool close_after_flush;
@@ -35,14 +37,16 @@ struct Conn {
 static void conn_handler(LoopSource *s, int fd, uint32_t events, void *userdata);
 static void conn_check_eof(Conn *c);
 
+/* Re-arms epoll, with a system call only when the events change. */
 static void conn_update_events(Conn *c)
 {
         uint32_t ev = 0;
-        if (c->reading && !c->paused)
+        if (c->reading && !c->input_off)
                 ev |= EPOLLIN;
         if (c->out_len > c->out_off)
                 ev |= EPOLLOUT;
-        (void)loop_set_events(c->src, ev);
+        if (ev != c->armed && loop_set_events(c->src, ev) >= 0)
+                c->armed = ev;
 }
 
 int conn_new(Loop *l, int fd, size_t max_line, const ConnOps *ops, void *userdata, Conn **ret)
@@ -65,7 +69,8 @@ int conn_new(Loop *l, int fd, size_t max_line, const ConnOps *ops, void *userdat
         c->reading = true;
         c->last_activity = timeutil_mono_usec();
         framer_init(&c->in, max_line);
-        int r = loop_add(l, fd, EPOLLIN, conn_handler, c, &c->src);
+        c->armed = EPOLLIN;
+        int r = loop_add(l, fd, c->armed, conn_handler, c, &c->src);
         if (r < 0) {
                 close(fd);
                 free(c);
@@ -171,12 +176,13 @@ void conn_stop_reading(Conn *c)
         conn_update_events(c);
 }
 
+/* Lazily: a client waits for its answer before it sends more, so epoll is told only if input
+ * does come while paused (conn_handler), and answering costs no epoll_ctl. */
 void conn_pause(Conn *c)
 {
         if (c->closed || c->paused)
                 return;
         c->paused = true;
-        conn_update_events(c);
 }
 
 /* Deferred: hands out the lines that were buffered while the connection was paused. */
@@ -204,8 +210,10 @@ void conn_resume(Conn *c)
         if (c->closed || !c->paused)
                 return;
         c->paused = false;
+        c->input_off = false;
         conn_update_events(c);
-        if (!c->pump_scheduled && loop_defer(c->loop, conn_pump, c) >= 0) {
+        bool lines = c->in.len - c->in.start > c->in.tail; /* complete lines buffered */
+        if ((lines || c->eof) && !c->pump_scheduled && loop_defer(c->loop, conn_pump, c) >= 0) {
                 c->pump_scheduled = true;
                 c->busy++; /* keeps c allocated until the pump ran */
         }
@@ -302,6 +310,10 @@ static void conn_handler(LoopSource *s, int fd, uint32_t events, void *userdata)
                         conn_read(c);
                 else if (events & (EPOLLHUP | EPOLLERR))
                         conn_close(c); /* the peer is gone; nobody will read what is left */
+                else if (c->paused) {
+                        c->input_off = true; /* stop watching until resumed */
+                        conn_update_events(c);
+                }
         }
         c->busy--;
         if (c->closed && c->busy == 0)

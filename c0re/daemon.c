@@ -60,11 +60,30 @@ static bool host_peer_allowed(uid_t uid, gid_t gid, void *userdata)
         return false;
 }
 
-static bool host_batch_open(void *userdata)
+static bool gate_batch_open(void *userdata)
 {
         Daemon *d = userdata;
         return store_batch_open(d->store);
 }
+
+static uint64_t gate_durable_mark(void *userdata)
+{
+        Daemon *d = userdata;
+        return store_durable_mark(d->store);
+}
+
+/* Until the flusher runs, commits flush themselves (synchronous=FULL). */
+static uint64_t gate_flushed_mark(void *userdata)
+{
+        Daemon *d = userdata;
+        return d->walflush ? walflush_flushed(d->walflush) : UINT64_MAX;
+}
+
+static const ServerGateOps gate_ops = {
+        .batch_open = gate_batch_open,
+        .durable_mark = gate_durable_mark,
+        .flushed_mark = gate_flushed_mark,
+};
 
 void daemon_post_event(Daemon *d, const char *kind, json_t *payload)
 {
@@ -136,32 +155,46 @@ static void daemon_wal_upkeep(Daemon *d)
         }
 }
 
-/* After every loop round: commit the write batch once, then release the answers that waited
- * for it (group commit). */
+/* After every loop round: commit the write batch once, hand the durable writes to the
+ * flusher, and release the answers that waited for the commit (group commit). */
 static void daemon_commit(void *userdata)
 {
         Daemon *d = userdata;
-        if (!store_batch_open(d->store)) {
-                publish_pending(d, 0);
-                return;
+        for (int round = 0; round < 2; round++) {
+                /* Answers released in the first round may have written (a lease dropped on a
+                 * closed connection): commit that too. */
+                if (round > 0 && !store_batch_open(d->store))
+                        break;
+                int r = store_batch_commit(d->store);
+                publish_pending(d, r);
+                uint64_t mark;
+                if (d->walflush && store_take_flush(d->store, &mark))
+                        walflush_request(d->walflush, mark);
+                server_gate_committed(d->gate, r);
+                if (round == 0)
+                        daemon_wal_upkeep(d);
         }
-        int r = store_batch_commit(d->store);
-        publish_pending(d, r);
-        server_release_held(d->host, r);
-        agent_server_release_held(d->agents, r);
-        daemon_wal_upkeep(d);
         if (d->scheduler_dirty) {
                 d->scheduler_dirty = false;
                 scheduler_kick(d->scheduler);
         }
-        /* Answers released above may have written (a lease dropped on a closed
-         * connection): commit that too. */
-        if (store_batch_open(d->store)) {
-                r = store_batch_commit(d->store);
-                publish_pending(d, r);
-                server_release_held(d->host, r);
-                agent_server_release_held(d->agents, r);
-        }
+}
+
+/* The flusher finished a flush (posted from its thread): release what it covered. */
+static void on_flushed(void *userdata)
+{
+        Daemon *d = userdata;
+        int error = 0;
+        (void)walflush_done(d->walflush, &error);
+        server_gate_flushed(d->gate, error);
+}
+
+/* Runs on the flusher thread. */
+static void flush_notify(void *userdata)
+{
+        Daemon *d = userdata;
+        if (loop_post(d->loop, on_flushed, d) < 0)
+                log_error("cannot wake the main loop after a flush: answers may be late");
 }
 
 /* The scheduler delivered messages: wake the receivers parked on those inboxes. */
@@ -321,6 +354,17 @@ static int daemon_start(Daemon *d)
         r = store_batch_commit(d->store);
         if (r < 0)
                 return log_error_errno(r, "cannot clear old leases: %m");
+        /* From here on commits do not wait for the disk: the flusher thread does. */
+        const char *wal = store_wal_path(d->store);
+        if (wal) {
+                r = walflush_new(wal, flush_notify, d, &d->walflush);
+                if (r < 0)
+                        return log_error_errno(r, "cannot start the WAL flusher thread: %m");
+                store_defer_flush(d->store);
+        }
+        d->gate = server_gate_new(&gate_ops, d);
+        if (!d->gate)
+                return -ENOMEM;
         r = agent_server_new(d, &d->agents);
         if (r < 0)
                 return log_error_errno(r, "cannot create the agent sockets: %m");
@@ -368,7 +412,7 @@ static int daemon_start(Daemon *d)
                 .max_clients = (unsigned)c->max_clients,
                 .idle_timeout_sec = (unsigned)c->idle_timeout,
                 .peer_allowed = host_peer_allowed,
-                .batch_open = host_batch_open,
+                .gate = d->gate,
         };
         r = server_new(d->loop, sock, &so, &d->host);
         if (r < 0)
@@ -395,10 +439,16 @@ static void daemon_stop(Daemon *d)
         loop_remove(d->scheduler_src);
         if (d->scheduler_fd >= 0)
                 close(d->scheduler_fd);
-        if (d->store && store_batch_open(d->store))
-                (void)store_batch_commit(d->store);
+        /* Commit and flush what the last round wrote, and answer who waited for it. */
+        if (d->store && d->gate)
+                daemon_commit(d);
+        int flush_error;
+        d->walflush = walflush_free(d->walflush, &flush_error);
+        if (d->gate)
+                server_gate_flushed(d->gate, flush_error);
         d->agents = agent_server_free(d->agents);
         d->host = server_free(d->host);
+        d->gate = server_gate_free(d->gate);
         if (d->store && store_batch_open(d->store))
                 (void)store_batch_commit(d->store); /* leases dropped by the closes */
         loop_remove(d->signal_src);

@@ -11,6 +11,7 @@
 #include "loop.h"
 #include "server.h"
 #include "store.h"
+#include "walflush.h"
 
 typedef struct AgentServer AgentServer;
 typedef struct Scheduler Scheduler;
@@ -24,6 +25,8 @@ typedef struct Daemon {
         HiveConfig *cfg;
         Loop *loop;
         Store *store;
+        WalFlush *walflush; /* the WAL flusher thread; NULL until serving */
+        ServerGate *gate;   /* every socket's answers wait here for commit and flush */
         Server *host;
         AgentServer *agents;
         Events *events;

@@ -196,6 +196,7 @@ static int run_handler(DispatchCtx *ctx, const VerbTable *t, const VerbSpec *v, 
                 }
                 log_debug("%s sent %s request_id %s again: answering as the first time", who,
                           v->cmd, rid);
+                store_need_flush(s); /* the first may still be on its way to the disk */
                 json_decref(*resp);
                 *resp = first;
                 return 0;

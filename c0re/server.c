@@ -28,9 +28,12 @@ struct ServerConn {
         Server *server;
         Conn *conn;
         ServerConn *prev, *next;
-        bool parked; /* a handler will answer later */
-        char *held;  /* answer waiting for the write batch to commit */
+        bool parked;   /* a handler will answer later */
+        uint64_t mark; /* the durable-write mark when the request came in */
+        char *held;    /* answer waiting at the gate */
         size_t held_len;
+        uint64_t need; /* the flush mark the held answer waits for; 0: none */
+        bool flushing; /* held on the gate's flush list, else on its commit list */
         ServerConn *next_held;
         ServerDropFn drop;
         void *drop_data;
@@ -51,7 +54,14 @@ struct Server {
         ino_t ino;
         ServerConn *conns;
         unsigned n_conns;
-        ServerConn *held; /* connections with an answer waiting for the commit */
+};
+
+struct ServerGate {
+        ServerGateOps ops;
+        void *userdata;
+        ServerConn *committing; /* answers waiting for the open batch to commit */
+        ServerConn *flushing;   /* answers waiting for a flush, oldest first */
+        ServerConn **flushing_tail;
 };
 
 static void send_error(Conn *c, int error, const char *msg)
@@ -103,23 +113,77 @@ int server_conn_push(ServerConn *sc, const char *line, size_t len)
         return conn_send(sc->conn, line, len);
 }
 
-/* Answers now, or holds the answer until the open write batch commits. */
-static void reply_line(ServerConn *sc, char *line, size_t len)
+ServerGate *server_gate_new(const ServerGateOps *ops, void *userdata)
 {
-        Server *s = sc->server;
-        if (s->opts.batch_open && s->opts.batch_open(s->opts.userdata)) {
-                free(sc->held);
-                sc->held = line;
-                sc->held_len = len;
-                sc->next_held = s->held;
-                s->held = sc;
-                return;
+        ServerGate *g = calloc(1, sizeof(*g));
+        if (!g)
+                return NULL;
+        g->ops = *ops;
+        g->userdata = userdata;
+        g->flushing_tail = &g->flushing;
+        return g;
+}
+
+ServerGate *server_gate_free(ServerGate *g)
+{
+        free(g); /* connections still held are freed with their servers */
+        return NULL;
+}
+
+static void gate_hold(ServerGate *g, ServerConn *sc, char *line, size_t len, uint64_t need,
+                      bool flushing)
+{
+        free(sc->held);
+        sc->held = line;
+        sc->held_len = len;
+        sc->need = need;
+        sc->flushing = flushing;
+        sc->next_held = NULL;
+        if (flushing) {
+                *g->flushing_tail = sc;
+                g->flushing_tail = &sc->next_held;
+        } else {
+                sc->next_held = g->committing;
+                g->committing = sc;
+        }
+}
+
+static void gate_unlink(ServerGate *g, ServerConn *sc)
+{
+        ServerConn **head = sc->flushing ? &g->flushing : &g->committing;
+        ServerConn *prev = NULL;
+        for (ServerConn **p = head; *p; prev = *p, p = &(*p)->next_held)
+                if (*p == sc) {
+                        *p = sc->next_held;
+                        if (sc->flushing && g->flushing_tail == &sc->next_held)
+                                g->flushing_tail = prev ? &prev->next_held : &g->flushing;
+                        break;
+                }
+        sc->next_held = NULL;
+}
+
+/* Answers now, or holds the answer at the gate: until the open write batch commits, and when
+ * durable writes were made since the request came in, until they are flushed too. */
+static void reply_line(ServerConn *sc, char *line, size_t len, bool unflushed)
+{
+        ServerGate *g = sc->server->opts.gate;
+        if (g) {
+                uint64_t mark = g->ops.durable_mark(g->userdata);
+                uint64_t need = !unflushed && mark != sc->mark ? mark : 0;
+                if (g->ops.batch_open(g->userdata)) {
+                        gate_hold(g, sc, line, len, need, false);
+                        return;
+                }
+                if (need > g->ops.flushed_mark(g->userdata)) {
+                        gate_hold(g, sc, line, len, need, true);
+                        return;
+                }
         }
         reply_write(sc, line, len);
         free(line);
 }
 
-void server_conn_reply(ServerConn *sc, json_t *resp)
+static void conn_reply(ServerConn *sc, json_t *resp, bool unflushed)
 {
         size_t len = 0;
         char *line = resp ? proto_dump_line(resp, &len) : NULL;
@@ -129,7 +193,17 @@ void server_conn_reply(ServerConn *sc, json_t *resp)
                 conn_close(sc->conn);
                 return;
         }
-        reply_line(sc, line, len);
+        reply_line(sc, line, len, unflushed);
+}
+
+void server_conn_reply(ServerConn *sc, json_t *resp)
+{
+        conn_reply(sc, resp, false);
+}
+
+void server_conn_reply_unflushed(ServerConn *sc, json_t *resp)
+{
+        conn_reply(sc, resp, true);
 }
 
 struct ServerWaiter {
@@ -190,32 +264,62 @@ void *server_conn_userdata(ServerConn *sc)
         return sc->server->opts.userdata;
 }
 
-void server_release_held(Server *s, int commit_result)
+/* Writes a held answer, or in its place a refusal naming what failed (error < 0). */
+static void gate_write(ServerConn *sc, int error, const char *what)
 {
-        while (s && s->held) {
-                ServerConn *sc = s->held;
-                s->held = sc->next_held;
-                sc->next_held = NULL;
-                char *line = TAKE_PTR(sc->held);
-                size_t len = sc->held_len;
-                if (commit_result < 0) {
-                        free(line);
-                        drop_finish(sc, true);
-                        char msg[256];
-                        snprintf(msg, sizeof(msg),
-                                 "the database could not commit (%s); nothing was changed, try "
-                                 "again",
-                                 strerror(-commit_result));
-                        _cleanup_json_ json_t *j =
-                                proto_error_new(msg, hive_errno_name(commit_result));
-                        line = j ? proto_dump_line(j, &len) : NULL;
-                        if (!line) {
-                                conn_close(sc->conn);
-                                continue;
-                        }
-                }
-                reply_write(sc, line, len);
+        char *line = TAKE_PTR(sc->held);
+        size_t len = sc->held_len;
+        if (error < 0) {
                 free(line);
+                drop_finish(sc, true);
+                char msg[320];
+                snprintf(msg, sizeof(msg), "%s (%s); try again", what, strerror(-error));
+                _cleanup_json_ json_t *j = proto_error_new(msg, hive_errno_name(error));
+                line = j ? proto_dump_line(j, &len) : NULL;
+                if (!line) {
+                        conn_close(sc->conn);
+                        return;
+                }
+        }
+        reply_write(sc, line, len);
+        free(line);
+}
+
+void server_gate_committed(ServerGate *g, int commit_result)
+{
+        uint64_t flushed = g->ops.flushed_mark(g->userdata);
+        while (g->committing) {
+                ServerConn *sc = g->committing;
+                g->committing = sc->next_held;
+                sc->next_held = NULL;
+                if (commit_result >= 0 && sc->need > flushed) {
+                        char *line = TAKE_PTR(sc->held);
+                        gate_hold(g, sc, line, sc->held_len, sc->need, true);
+                        continue;
+                }
+                gate_write(sc, commit_result, "the database could not commit; nothing was changed");
+        }
+}
+
+void server_gate_flushed(ServerGate *g, int flush_result)
+{
+        uint64_t flushed = g->ops.flushed_mark(g->userdata);
+        ServerConn **p = &g->flushing;
+        ServerConn *prev = NULL;
+        while (*p) {
+                ServerConn *sc = *p;
+                if (sc->need > flushed) {
+                        prev = sc;
+                        p = &sc->next_held;
+                        continue;
+                }
+                *p = sc->next_held;
+                if (g->flushing_tail == &sc->next_held)
+                        g->flushing_tail = prev ? &prev->next_held : &g->flushing;
+                sc->next_held = NULL;
+                gate_write(sc, flush_result,
+                           "the database could not be flushed to disk, so the change may be "
+                           "lost in a power cut");
         }
 }
 
@@ -228,6 +332,8 @@ static void on_line(Conn *c, char *line, size_t len, void *userdata)
         else
                 conn_pause(c);  /* one request at a time, answers in order */
         drop_finish(sc, false); /* a new request: the previous answer arrived */
+        if (s->opts.gate)
+                sc->mark = s->opts.gate->ops.durable_mark(s->opts.gate->userdata);
 
         char *out = NULL;
         size_t out_len = 0;
@@ -241,7 +347,7 @@ static void on_line(Conn *c, char *line, size_t len, void *userdata)
                 sc->parked = true;
                 return;
         }
-        reply_line(sc, out, out_len);
+        reply_line(sc, out, out_len, false);
 }
 
 static void on_error(Conn *c, int error, void *userdata)
@@ -264,11 +370,7 @@ static void on_close(Conn *c, void *userdata)
         ServerConn *sc = userdata;
         Server *s = sc->server;
         if (sc->held) {
-                for (ServerConn **p = &s->held; *p; p = &(*p)->next_held)
-                        if (*p == sc) {
-                                *p = sc->next_held;
-                                break;
-                        }
+                gate_unlink(s->opts.gate, sc);
                 free(sc->held);
         }
         drop_finish(sc, true);

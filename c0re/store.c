@@ -3,6 +3,7 @@
 #define LOG_SUBSYSTEM "store"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,11 @@ struct Store {
         bool batch_durable;
         int sync_mode; /* the synchronous pragma in force: 1 NORMAL, 2 FULL */
         int wal_frames;
+        /* Deferred flushing (store_defer_flush): durable writes made, those committed, and
+         * whether a flush of the committed ones is owed. */
+        bool defer_flush;
+        uint64_t durable_seq, committed_seq;
+        bool flush_owed;
 };
 
 /* Forward-only migrations: entry i moves the schema from version i to i+1.  Never edit a
@@ -245,8 +251,17 @@ static int store_migrate(Store *s)
         return 0;
 }
 
+/* sqlite counts every allocation under a global mutex unless told not to; nothing here reads
+ * those counts.  Has to run before sqlite initialises (else it is refused, harmlessly). */
+static void store_configure_sqlite(void)
+{
+        (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 int store_open(const char *path, Store **ret)
 {
+        static pthread_once_t once = PTHREAD_ONCE_INIT;
+        pthread_once(&once, store_configure_sqlite);
         Store *s = calloc(1, sizeof(*s));
         if (!s)
                 return -ENOMEM;
@@ -524,7 +539,13 @@ static int store_set_sync(Store *s, int mode)
 
 int store_batch_write(Store *s, bool durable)
 {
+        if (durable)
+                s->durable_seq++;
         if (s->batch_open && durable && !s->batch_durable) {
+                if (s->defer_flush) {
+                        s->batch_durable = true; /* one pragma for all: the commit never flushes */
+                        return 0;
+                }
                 /* synchronous cannot change inside a transaction: close this one unflushed */
                 int r = store_batch_commit(s);
                 if (r < 0)
@@ -532,7 +553,7 @@ int store_batch_write(Store *s, bool durable)
         }
         if (s->batch_open)
                 return 0;
-        int r = store_set_sync(s, durable ? 2 : 1);
+        int r = store_set_sync(s, durable && !s->defer_flush ? 2 : 1);
         if (r < 0)
                 return r;
         r = store_exec(s, "BEGIN IMMEDIATE");
@@ -558,7 +579,49 @@ int store_batch_commit(Store *s)
                 log_error_errno(r, "commit failed: %m");
                 (void)store_exec(s, "ROLLBACK");
         }
+        if (s->batch_durable && s->defer_flush) {
+                /* After a rollback too: whoever waits on these writes is answered after the
+                 * (then empty) flush, with the commit's error. */
+                s->committed_seq = s->durable_seq;
+                s->flush_owed = true;
+        }
         return r;
+}
+
+void store_defer_flush(Store *s)
+{
+        s->defer_flush = true;
+}
+
+uint64_t store_durable_mark(Store *s)
+{
+        return s->durable_seq;
+}
+
+void store_need_flush(Store *s)
+{
+        s->durable_seq++;
+        if (s->batch_open)
+                s->batch_durable = true;
+        else if (s->defer_flush) {
+                s->committed_seq = s->durable_seq;
+                s->flush_owed = true;
+        }
+}
+
+bool store_take_flush(Store *s, uint64_t *ret_mark)
+{
+        if (!s->flush_owed)
+                return false;
+        s->flush_owed = false;
+        *ret_mark = s->committed_seq;
+        return true;
+}
+
+const char *store_wal_path(Store *s)
+{
+        const char *db = sqlite3_db_filename(s->db, "main");
+        return db && *db ? sqlite3_filename_wal(db) : NULL;
 }
 
 int store_op_begin(Store *s)

@@ -119,6 +119,24 @@ bool store_batch_open(Store *s);
 /* Commits the open batch (no-op if none).  On failure the batch is rolled back. */
 int store_batch_commit(Store *s);
 
+/* Deferred flushing (the daemon's connection): from now on every commit is synchronous=NORMAL,
+ * so it returns once the WAL frames are written but not flushed, and a durable write no longer
+ * splits the batch.  The owner flushes the WAL itself (walflush.c), off the loop thread:
+ * after a commit, store_take_flush() tells whether durable writes were committed and the
+ * mark to flush up to; an answer that follows durable writes waits until the flush has
+ * passed store_durable_mark() as it was when the answer was made.  A commit and an fdatasync
+ * of the WAL file is exactly what synchronous=FULL does, only the wait moves elsewhere. */
+void store_defer_flush(Store *s);
+/* Durable writes made so far (a counter that only grows). */
+uint64_t store_durable_mark(Store *s);
+/* Counts as a durable write without writing: an answer built from what is stored (a repeated
+ * request_id) waits for the flush like the first answer did. */
+void store_need_flush(Store *s);
+/* True once per commit of durable writes, with the mark a flush must reach to cover them. */
+bool store_take_flush(Store *s, uint64_t *ret_mark);
+/* The WAL file of the database, or NULL (in memory). */
+const char *store_wal_path(Store *s);
+
 /* Savepoints around one multi-statement operation inside a batch. */
 int store_op_begin(Store *s);
 int store_op_end(Store *s, int r); /* releases if r >= 0, rolls back otherwise; returns r */
