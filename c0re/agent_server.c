@@ -41,8 +41,21 @@ struct Waiter {
         ServerConn *sc;
         uint64_t deadline; /* CLOCK_MONOTONIC µs */
         unsigned max;
+        int acked; /* what the recv's "ack" acked, for the answer; -1: it had none */
         Waiter *prev, *next;
 };
+
+/* A parked recv's answer: "acked" as it would have been at once. */
+static json_t *waiter_response(Waiter *w)
+{
+        json_t *resp = proto_response_new();
+        if (resp && w->acked >= 0 &&
+            json_object_set_new(resp, "acked", json_integer(w->acked)) < 0) {
+                json_decref(resp);
+                return NULL;
+        }
+        return resp;
+}
 
 struct AgentEndpoint {
         AgentServer *as;
@@ -149,7 +162,7 @@ void agent_server_wake(AgentServer *as, const char *recipient)
                 return;
         while (ep->waiters) {
                 Waiter *w = ep->waiters;
-                json_t *resp = proto_response_new();
+                json_t *resp = waiter_response(w);
                 if (!resp)
                         return;
                 int r = endpoint_lease_into(ep, w->sc, w->max, resp);
@@ -190,8 +203,8 @@ static void on_tick(LoopSource *src, int fd, uint32_t events, void *userdata)
                                 continue;
                         waiter_unlink(w);
                         ServerConn *sc = w->sc;
+                        json_t *resp = waiter_response(w);
                         free(w);
-                        json_t *resp = proto_response_new();
                         if (resp)
                                 json_object_set_new(resp, "messages", json_array());
                         server_conn_reply_unflushed(sc, resp);
@@ -340,7 +353,23 @@ static int verb_recv(DispatchCtx *ctx, json_t *req, json_t *resp)
                 return dispatch_fail(ctx, -EINVAL, "\"max\" must be from 1 to %d, not %lld",
                                      BROKER_RECV_MAX, (long long)max);
 
-        int r = endpoint_lease_into(ep, ctx->origin, (unsigned)max, resp);
+        /* "ack": the messages of the last recv are done, in the same request (one round
+         * trip per message instead of two). */
+        int r;
+        if (json_object_get(req, "ack")) {
+                _cleanup_free_ int64_t *ids = NULL;
+                size_t n = 0;
+                r = agent_server_ids_of(ctx, req, "ack", &ids, &n);
+                if (r < 0)
+                        return r;
+                r = broker_ack(ep->as->d->store, ep->name, ids, n);
+                if (r < 0)
+                        return dispatch_fail(ctx, r, "ack failed: %s", strerror(-r));
+                if (json_object_set_new(resp, "acked", json_integer(r)) < 0)
+                        return -ENOMEM;
+        }
+
+        r = endpoint_lease_into(ep, ctx->origin, (unsigned)max, resp);
         if (r < 0)
                 return dispatch_fail(ctx, r, "recv failed: %s", strerror(-r));
         if (r > 0 || wait == 0 || !ctx->origin)
@@ -352,6 +381,8 @@ static int verb_recv(DispatchCtx *ctx, json_t *req, json_t *resp)
         w->ep = ep;
         w->sc = ctx->origin;
         w->max = (unsigned)max;
+        json_t *ja = json_object_get(resp, "acked");
+        w->acked = ja ? (int)json_integer_value(ja) : -1;
         w->deadline = timeutil_mono_usec() + (uint64_t)wait * 1000000u;
         w->prev = ep->waiters_tail;
         if (ep->waiters_tail)
@@ -363,12 +394,13 @@ static int verb_recv(DispatchCtx *ctx, json_t *req, json_t *resp)
         return DISPATCH_PARKED;
 }
 
-int agent_server_ids(DispatchCtx *ctx, json_t *req, int64_t **ret, size_t *ret_n)
+int agent_server_ids_of(DispatchCtx *ctx, json_t *req, const char *key, int64_t **ret,
+                        size_t *ret_n)
 {
-        json_t *a = json_object_get(req, "ids");
+        json_t *a = json_object_get(req, key);
         size_t n = json_array_size(a);
         if (n == 0 || n > ACK_IDS_MAX)
-                return dispatch_fail(ctx, -EINVAL, "\"ids\" must list 1 to %d message ids",
+                return dispatch_fail(ctx, -EINVAL, "\"%s\" must list 1 to %d message ids", key,
                                      ACK_IDS_MAX);
         int64_t *ids = calloc(n, sizeof(int64_t));
         if (!ids)
@@ -378,15 +410,20 @@ int agent_server_ids(DispatchCtx *ctx, json_t *req, int64_t **ret, size_t *ret_n
                 if (!json_is_integer(v) || json_integer_value(v) <= 0) {
                         free(ids);
                         return dispatch_fail(ctx, -EINVAL,
-                                             "\"ids\" must hold message ids (positive "
+                                             "\"%s\" must hold message ids (positive "
                                              "integers); element %zu is not one",
-                                             i);
+                                             key, i);
                 }
                 ids[i] = json_integer_value(v);
         }
         *ret = ids;
         *ret_n = n;
         return 0;
+}
+
+int agent_server_ids(DispatchCtx *ctx, json_t *req, int64_t **ret, size_t *ret_n)
+{
+        return agent_server_ids_of(ctx, req, "ids", ret, ret_n);
 }
 
 static int verb_ack(DispatchCtx *ctx, json_t *req, json_t *resp)
@@ -950,6 +987,7 @@ const FieldSpec agent_send_fields[] = {
 static const FieldSpec recv_fields[] = {
         {"wait_seconds", FT_INT, false},
         {"max", FT_INT, false},
+        {"ack", FT_ARRAY, false},
         {NULL, 0, false},
 };
 const FieldSpec agent_ack_fields[] = {

@@ -33,6 +33,9 @@ int agent_server_send(Daemon *d, DispatchCtx *ctx, const char *from, json_t *req
 
 /* Reads req["ids"] (1 to 256 positive integers) into a malloc'ed array. */
 int agent_server_ids(DispatchCtx *ctx, json_t *req, int64_t **ret, size_t *ret_n);
+/* The same for req[key]. */
+int agent_server_ids_of(DispatchCtx *ctx, json_t *req, const char *key, int64_t **ret,
+                        size_t *ret_n);
 
 /* The answer verb {id, answer}: by the question's target, or anyone with operator authority
  * (host.sock).  Wakes the asker. */

@@ -2,8 +2,12 @@
  * <run-dir>/agents/<name>/mcp.sock, JSON lines, one request at a time.
  *
  * send   {"cmd":"send","to":…,"body":…}        → {"version":1,"ok":true,"id":N}
- * recv   {"cmd":"recv","wait_seconds":30,"max":1} → {…,"messages":[{"id":N,…,"body":…}]}
- * ack    {"cmd":"ack","ids":[N]}                → {…,"ok":true,"acked":1}
+ * recv   {"cmd":"recv","wait_seconds":30,"max":1,"ack":[N]} → {…,"acked":1,"messages":[{"id":N,…}]}
+ *
+ * The receiver acks a message with the "ack" field of its next recv, which it sends at once
+ * (as a libnats client's natsMsg_Ack and libmosquitto's PUBACK go out without waiting for an
+ * answer); ack() only notes the id.  The last message of a run is acked with a plain
+ * {"cmd":"ack","ids":[N]} when the connection closes.
  *
  * Replies are scanned, not parsed into a tree: the load generator should cost about what the
  * libmosquitto and libnats clients cost, and the bench controls every body (no quotes, no
@@ -22,7 +26,8 @@ typedef struct Hive {
         int fd;
         size_t start, end; /* unread bytes are rbuf[start..end) */
         unsigned long long last_id;
-        int armed; /* a recv request is outstanding */
+        unsigned long long ack_id; /* to ack with the next recv; 0: none */
+        int armed;                 /* a recv request is outstanding */
         char rbuf[65536];
 } Hive;
 
@@ -167,13 +172,20 @@ static int hive_send(BenchEndpoint *e, const char *body, size_t len)
 
 static int hive_recv_arm(BenchEndpoint *e)
 {
-        static const char req[] = "{\"cmd\":\"recv\",\"wait_seconds\":30,\"max\":1}\n";
         Hive *h = e->impl;
         if (h->armed)
                 return 0;
-        int r = hive_write_all(h, req, sizeof(req) - 1);
+        char req[128];
+        int n = h->ack_id ? snprintf(req, sizeof(req),
+                                     "{\"cmd\":\"recv\",\"wait_seconds\":30,\"max\":1,"
+                                     "\"ack\":[%llu]}\n",
+                                     h->ack_id)
+                          : snprintf(req, sizeof(req),
+                                     "{\"cmd\":\"recv\",\"wait_seconds\":30,\"max\":1}\n");
+        int r = hive_write_all(h, req, (size_t)n);
         if (r < 0)
                 return r;
+        h->ack_id = 0;
         h->armed = 1;
         return 0;
 }
@@ -230,11 +242,19 @@ static int hive_recv_wait(BenchEndpoint *e, int timeout_ms)
 static int hive_ack(BenchEndpoint *e)
 {
         Hive *h = e->impl;
+        h->ack_id = h->last_id;
+        return 0;
+}
+
+/* A plain ack of what is still to be acked, for the end of a run. */
+static int hive_ack_now(const BenchEndpoint *e, Hive *h)
+{
         char req[96];
-        int n = snprintf(req, sizeof(req), "{\"cmd\":\"ack\",\"ids\":[%llu]}\n", h->last_id);
+        int n = snprintf(req, sizeof(req), "{\"cmd\":\"ack\",\"ids\":[%llu]}\n", h->ack_id);
         int r = hive_write_all(h, req, (size_t)n);
         if (r < 0)
                 return r;
+        h->ack_id = 0;
         char *line;
         if ((r = hive_read_line(h, &line, NULL)) < 0)
                 return r;
@@ -246,6 +266,8 @@ static void hive_close(BenchEndpoint *e)
         Hive *h = e->impl;
         if (!h)
                 return;
+        if (h->ack_id && !h->armed && hive_ack_now(e, h) < 0)
+                fprintf(stderr, "broker-bench: hive: %s: the last ack failed\n", e->self);
         close(h->fd);
         free(h);
         e->impl = NULL;

@@ -88,6 +88,47 @@ def test_requests_on_one_connection_answer_in_order(hive):
     assert "pending" in a.read()
 
 
+def test_recv_acks_the_last_messages(hive):
+    d = hive()
+    a, b = d.connect("a1"), d.connect("b2")
+    m1 = a.req({"cmd": "send", "to": "b2", "body": "1"})["id"]
+    assert [m["id"] for m in b.req({"cmd": "recv"})["messages"]] == [m1]
+    m2 = a.req({"cmd": "send", "to": "b2", "body": "2"})["id"]
+    r = b.req({"cmd": "recv", "ack": [m1], "wait_seconds": 5})
+    assert r["acked"] == 1 and [m["id"] for m in r["messages"]] == [m2]
+    assert b.req({"cmd": "status"})["pending"] == 1  # m1 done, m2 leased
+
+    # Parked: the ack happens at once, the answer (with "acked") when a message comes.
+    result = {}
+    t = threading.Thread(target=lambda: result.update(
+        r=b.req({"cmd": "recv", "ack": [m2], "wait_seconds": 10})))
+    t.start()
+    wait_for(lambda: _pending(d, "b2") == 0, timeout=5)  # parked, m2 acked
+    m3 = a.req({"cmd": "send", "to": "b2", "body": "3"})["id"]
+    t.join(10)
+    assert result["r"]["acked"] == 1 and [m["id"] for m in result["r"]["messages"]] == [m3]
+
+    # Time up: "acked" and no messages; acking again counts nothing.
+    r = b.req({"cmd": "recv", "ack": [m3, m2], "wait_seconds": 1})
+    assert r["acked"] == 1 and r["messages"] == []
+    assert b.req({"cmd": "status"}) == {"version": 1, "ok": True, "pending": 0, "leased": 0}
+
+
+def _pending(d, name):
+    """Unacknowledged messages of an agent, read on a fresh connection of its own."""
+    return d.connect(name).req({"cmd": "status"})["pending"]
+
+
+def test_recv_with_a_bad_ack_acks_nothing(hive):
+    d = hive()
+    a, b = d.connect("a1"), d.connect("b2")
+    m = a.req({"cmd": "send", "to": "b2", "body": "1"})["id"]
+    assert len(b.req({"cmd": "recv"})["messages"]) == 1
+    r = b.req({"cmd": "recv", "ack": [m, "x"]})
+    assert r["ok"] is False and r["error_code"] == "EINVAL" and '"ack"' in r["error"], r
+    assert b.req({"cmd": "status"})["leased"] == 1  # still leased, not acked
+
+
 def test_broadcast(hive):
     d = hive()
     a = d.connect("a1")
@@ -259,6 +300,9 @@ def test_set_status_shows_in_agent_status(hive):
     ({"cmd": "recv", "wait_seconds": "5"}, "EINVAL", "must be an integer"),
     ({"cmd": "ack", "ids": []}, "EINVAL", "1 to 256"),
     ({"cmd": "ack", "ids": ["x"]}, "EINVAL", "message ids"),
+    ({"cmd": "recv", "ack": []}, "EINVAL", '"ack" must list 1 to 256'),
+    ({"cmd": "recv", "ack": [0]}, "EINVAL", "message ids"),
+    ({"cmd": "recv", "ack": 5}, "EINVAL", '"ack"'),
     ({"cmd": "wake", "from": "", "body": "x"}, "EINVAL", '"from"'),
     ({"cmd": "teleport"}, "EOPNOTSUPP", "send, recv, ack"),
 ])
