@@ -134,25 +134,57 @@ static void publish_pending(Daemon *d, int commit_result)
  * WAL start over (it restarts only when a write begins with every frame already copied),
  * so the WAL would grow without end and every flush would extend the file.  The scheduler
  * thread copies the bulk; once it is nearly done, the loop copies the short tail itself
- * (a small write and flush of the database file), and the next write restarts the WAL. */
+ * (a small write and two flushes), and the next write restarts the WAL.  That copy stops
+ * the loop for a millisecond or two, so it waits until the loop has had nothing to do for
+ * WAL_QUIET_MS, unless the WAL has grown past WAL_FORCE_FRAMES (a load that never pauses). */
 #define WAL_CHECKPOINT_FRAMES 1000
 #define WAL_TAIL_FRAMES       256
+#define WAL_FORCE_FRAMES      16384
+#define WAL_FORCE_TAIL_FRAMES 2048
+#define WAL_QUIET_MS          20 /* "nothing to do": no request for this long */
+
+/* Whether the scheduler has copied all but the last `tail` frames. */
+static bool wal_tail_ready(Daemon *d, int frames, int tail)
+{
+        int done = scheduler_checkpointed(d->scheduler);
+        return done > 0 && done <= frames && frames - done <= tail;
+}
+
+static void wal_copy_tail(Daemon *d)
+{
+        int log_frames = 0, copied = 0;
+        if (store_checkpoint(d->store, &log_frames, &copied) >= 0 && copied == log_frames)
+                scheduler_wal_restarted(d->scheduler);
+}
+
 static void daemon_wal_upkeep(Daemon *d)
 {
         int frames = store_wal_frames(d->store);
         if (frames < WAL_CHECKPOINT_FRAMES)
                 return;
-        int done = scheduler_checkpointed(d->scheduler);
-        if (done > 0 && done <= frames && frames - done <= WAL_TAIL_FRAMES) {
-                int log_frames = 0, copied = 0;
-                if (store_checkpoint(d->store, &log_frames, &copied) >= 0 && copied == log_frames)
-                        scheduler_wal_restarted(d->scheduler);
+        /* Past WAL_FORCE_FRAMES a longer tail is copied at once: under a load that never
+         * pauses, the scheduler never gets within WAL_TAIL_FRAMES of a busy writer. */
+        if (frames >= WAL_FORCE_FRAMES && wal_tail_ready(d, frames, WAL_FORCE_TAIL_FRAMES)) {
+                wal_copy_tail(d);
+                return;
+        }
+        if (wal_tail_ready(d, frames, WAL_TAIL_FRAMES)) {
+                loop_want_idle(d->loop);
                 return;
         }
         if (frames < d->wal_kick_frames || frames - d->wal_kick_frames >= WAL_TAIL_FRAMES) {
                 d->wal_kick_frames = frames;
                 d->scheduler_dirty = true; /* ask the thread for the bulk, now and then */
         }
+}
+
+/* The loop is idle: copy the tail if it is (still) ready. */
+static void on_idle(void *userdata)
+{
+        Daemon *d = userdata;
+        int frames = store_wal_frames(d->store);
+        if (frames >= WAL_CHECKPOINT_FRAMES && wal_tail_ready(d, frames, WAL_TAIL_FRAMES))
+                wal_copy_tail(d);
 }
 
 /* After every loop round: commit the write batch once, hand the durable writes to the
@@ -369,6 +401,7 @@ static int daemon_start(Daemon *d)
         if (r < 0)
                 return log_error_errno(r, "cannot create the agent sockets: %m");
         loop_set_post(d->loop, daemon_commit, d);
+        loop_set_idle(d->loop, WAL_QUIET_MS, on_idle, d);
 
         r = worker_new(d->loop, OPERATION_WORKERS, &d->worker);
         if (r < 0)

@@ -33,6 +33,10 @@ struct Loop {
         size_t n_deferred, cap_deferred;
         void (*post)(void *userdata);
         void *post_userdata;
+        void (*idle)(void *userdata);
+        void *idle_userdata;
+        int idle_quiet_ms;
+        bool want_idle;
         LoopSource *dead;
         LoopSource *sources;
         /* Callbacks posted by other threads (loop_post), run on the loop thread. */
@@ -201,6 +205,18 @@ void loop_set_post(Loop *l, void (*fn)(void *userdata), void *userdata)
         l->post_userdata = userdata;
 }
 
+void loop_set_idle(Loop *l, int quiet_ms, void (*fn)(void *userdata), void *userdata)
+{
+        l->idle_quiet_ms = quiet_ms;
+        l->idle = fn;
+        l->idle_userdata = userdata;
+}
+
+void loop_want_idle(Loop *l)
+{
+        l->want_idle = true;
+}
+
 /* Runs the callbacks deferred so far; ones they defer in turn wait for the next round. */
 static void loop_run_deferred(Loop *l)
 {
@@ -218,7 +234,18 @@ int loop_run(Loop *l)
         struct epoll_event evs[64];
         l->quit = false;
         while (!l->quit) {
-                int n = epoll_wait(l->epfd, evs, (int)ELEMENTSOF(evs), l->n_deferred ? 0 : -1);
+                bool idle_wanted = l->want_idle && l->idle && !l->n_deferred;
+                int n = epoll_wait(l->epfd, evs, (int)ELEMENTSOF(evs),
+                                   l->n_deferred ? 0
+                                   : idle_wanted ? l->idle_quiet_ms
+                                                 : -1);
+                if (n == 0 && idle_wanted) {
+                        l->want_idle = false;
+                        l->idle(l->idle_userdata);
+                        if (l->post)
+                                l->post(l->post_userdata);
+                        continue;
+                }
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;

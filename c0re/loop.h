@@ -30,6 +30,10 @@ int loop_post(Loop *l, void (*fn)(void *userdata), void *userdata);
 /* Sets the hook run after every round, after the deferred callbacks (the daemon commits its
  * write batch there). */
 void loop_set_post(Loop *l, void (*fn)(void *userdata), void *userdata);
+/* Sets the hook for work that should wait for a quiet moment (the daemon's WAL checkpoint):
+ * after loop_want_idle(), it runs once, as soon as nothing happened for quiet_ms. */
+void loop_set_idle(Loop *l, int quiet_ms, void (*fn)(void *userdata), void *userdata);
+void loop_want_idle(Loop *l);
 
 /* Runs until loop_quit().  Returns 0, or a negative errno if epoll fails. */
 int loop_run(Loop *l);
