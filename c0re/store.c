@@ -15,7 +15,7 @@
 #include "store.h"
 #include "timeutil.h"
 
-#define STMT_CACHE_SIZE 48
+#define STMT_CACHE_SIZE 64
 
 struct Store {
         sqlite3 *db;
@@ -426,22 +426,22 @@ int store_agent_names(Store *s, char ***ret)
 int store_agent_get(Store *s, const char *name, AgentRecord *ret)
 {
         sqlite3_stmt *st = NULL;
-        int rc = sqlite3_prepare_v2(s->db,
-                                    "SELECT " AGENT_COLUMNS " FROM agents "
-                                    "WHERE destroyed_at IS NULL AND name = ?1",
-                                    -1, &st, NULL);
-        if (rc != SQLITE_OK)
-                return store_sqlite_errno(s, rc, "get agent");
+        /* From the statement cache: every send looks its recipient up. */
+        int r = store_stmt(s,
+                           "SELECT " AGENT_COLUMNS " FROM agents "
+                           "WHERE destroyed_at IS NULL AND name = ?1",
+                           &st);
+        if (r < 0)
+                return r;
         sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-        rc = sqlite3_step(st);
-        int r;
+        int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW)
                 r = agent_from_row(st, ret);
         else if (rc == SQLITE_DONE)
                 r = -ENOENT;
         else
                 r = store_sqlite_errno(s, rc, "get agent");
-        sqlite3_finalize(st);
+        store_stmt_done(st);
         return r;
 }
 
@@ -537,6 +537,22 @@ static int store_set_sync(Store *s, int mode)
         return r;
 }
 
+/* BEGIN, COMMIT and the savepoints come from the statement cache: parsed once, not on every
+ * batch. */
+static const char sql_begin[] = "BEGIN IMMEDIATE";
+static const char sql_commit[] = "COMMIT";
+
+static int store_step_cached(Store *s, const char *sql)
+{
+        sqlite3_stmt *st = NULL;
+        int r = store_stmt(s, sql, &st);
+        if (r < 0)
+                return r;
+        int rc = sqlite3_step(st);
+        store_stmt_done(st);
+        return rc == SQLITE_DONE ? 0 : store_sqlite_errno(s, rc, sql);
+}
+
 int store_batch_write(Store *s, bool durable)
 {
         if (durable)
@@ -556,7 +572,7 @@ int store_batch_write(Store *s, bool durable)
         int r = store_set_sync(s, durable && !s->defer_flush ? 2 : 1);
         if (r < 0)
                 return r;
-        r = store_exec(s, "BEGIN IMMEDIATE");
+        r = store_step_cached(s, sql_begin);
         if (r < 0)
                 return r;
         s->batch_open = true;
@@ -574,7 +590,7 @@ int store_batch_commit(Store *s)
         if (!s->batch_open)
                 return 0;
         s->batch_open = false;
-        int r = store_exec(s, "COMMIT");
+        int r = store_step_cached(s, sql_commit);
         if (r < 0) {
                 log_error_errno(r, "commit failed: %m");
                 (void)store_exec(s, "ROLLBACK");
@@ -624,9 +640,12 @@ const char *store_wal_path(Store *s)
         return db && *db ? sqlite3_filename_wal(db) : NULL;
 }
 
+static const char sql_savepoint[] = "SAVEPOINT op";
+static const char sql_release[] = "RELEASE op";
+
 int store_op_begin(Store *s)
 {
-        return store_exec(s, "SAVEPOINT op");
+        return store_step_cached(s, sql_savepoint);
 }
 
 int store_op_end(Store *s, int r)
@@ -636,7 +655,7 @@ int store_op_end(Store *s, int r)
                 (void)store_exec(s, "RELEASE op");
                 return r;
         }
-        int k = store_exec(s, "RELEASE op");
+        int k = store_step_cached(s, sql_release);
         return k < 0 ? k : r;
 }
 
