@@ -231,6 +231,7 @@ typedef struct Gate {
         /* What the fake store and flusher report; touched on the loop thread only. */
         bool batch_open;
         uint64_t durable, flushed;
+        int result; /* of the next flush or commit a test lets happen */
         int client;
 } Gate;
 
@@ -348,43 +349,39 @@ static char *answer_within(Gate *g, int ms)
         return strdup(buf);
 }
 
-/* What the tests do on the loop thread, through loop_post. */
+/* What the tests do on the loop thread, through loop_post: the flush or the commit ends,
+ * with g->result. */
 static void do_flush(void *userdata)
 {
         Gate *g = userdata;
         g->flushed = g->durable;
-        server_gate_flushed(g->gate, 0);
-}
-
-static void do_flush_failed(void *userdata)
-{
-        Gate *g = userdata;
-        g->flushed = g->durable;
-        server_gate_flushed(g->gate, -EIO);
+        server_gate_flushed(g->gate, g->result);
 }
 
 static void do_commit(void *userdata)
 {
         Gate *g = userdata;
         g->batch_open = false;
-        server_gate_committed(g->gate, 0);
+        server_gate_committed(g->gate, g->result);
 }
 
-static void do_commit_failed(void *userdata)
+/* Sends cmd, checks that no answer comes while nothing happens, then lets fn happen (with
+ * result) and returns the answer it released. */
+static char *answer_after(Gate *g, const char *cmd, void (*fn)(void *), int result)
 {
-        Gate *g = userdata;
-        g->batch_open = false;
-        server_gate_committed(g->gate, -EBUSY);
+        request(g, cmd);
+        assert_null(answer_within(g, 200));
+        g->result = result;
+        assert_int_equal(loop_post(g->loop, fn, g), 0);
+        char *a = answer_within(g, 5000);
+        assert_non_null(a);
+        return a;
 }
 
 static void test_gate_answer_waits_for_the_flush(void **state)
 {
         Gate *g = *state;
-        request(g, "write");
-        assert_null(answer_within(g, 200));
-        assert_int_equal(loop_post(g->loop, do_flush, g), 0);
-        _cleanup_free_ char *a = answer_within(g, 5000);
-        assert_non_null(a);
+        _cleanup_free_ char *a = answer_after(g, "write", do_flush, 0);
         assert_non_null(strstr(a, "\"ok\":true"));
 
         /* No durable write since the request came in: answered at once. */
@@ -397,11 +394,7 @@ static void test_gate_answer_waits_for_the_flush(void **state)
 static void test_gate_failed_flush_refuses(void **state)
 {
         Gate *g = *state;
-        request(g, "write");
-        assert_null(answer_within(g, 100));
-        assert_int_equal(loop_post(g->loop, do_flush_failed, g), 0);
-        _cleanup_free_ char *a = answer_within(g, 5000);
-        assert_non_null(a);
+        _cleanup_free_ char *a = answer_after(g, "write", do_flush, -EIO);
         assert_non_null(strstr(a, "\"ok\":false"));
         assert_non_null(strstr(a, "could not be flushed to disk"));
         assert_non_null(strstr(a, "\"error_code\":\"EIO\""));
@@ -410,18 +403,10 @@ static void test_gate_failed_flush_refuses(void **state)
 static void test_gate_answer_waits_for_the_commit(void **state)
 {
         Gate *g = *state;
-        request(g, "open");
-        assert_null(answer_within(g, 200));
-        assert_int_equal(loop_post(g->loop, do_commit, g), 0);
-        _cleanup_free_ char *a = answer_within(g, 5000);
-        assert_non_null(a);
+        _cleanup_free_ char *a = answer_after(g, "open", do_commit, 0);
         assert_non_null(strstr(a, "\"ok\":true"));
 
-        request(g, "open");
-        assert_null(answer_within(g, 100));
-        assert_int_equal(loop_post(g->loop, do_commit_failed, g), 0);
-        _cleanup_free_ char *b = answer_within(g, 5000);
-        assert_non_null(b);
+        _cleanup_free_ char *b = answer_after(g, "open", do_commit, -EBUSY);
         assert_non_null(strstr(b, "\"ok\":false"));
         assert_non_null(strstr(b, "could not commit; nothing was changed"));
 }
