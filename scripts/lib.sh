@@ -53,3 +53,17 @@ hive_build() {
     fi
     ninja -C build >&2 || { echo "hyperhive: the build failed (see above)" >&2; exit 1; }
 }
+
+# hive_nix_env : Debian's nix-bin, run as root, builds as the members of the nixbld group,
+# which only the nix-setup-systemd package creates.  Without that group (a fresh machine),
+# nix builds fail ("the group 'nixbld' ... does not exist"); then the daemon and the tests
+# started from these scripts build as root, outside nix's sandbox (which needs the build
+# users).  Only this process's environment changes; a NIX_CONFIG already set still wins.
+hive_nix_env() {
+    if [ "$(id -u)" = 0 ] && ! getent group nixbld >/dev/null; then
+        local ours
+        ours=$(printf 'build-users-group =\nsandbox = false')
+        export NIX_CONFIG="$ours${NIX_CONFIG:+
+$NIX_CONFIG}"
+    fi
+}
