@@ -14,6 +14,7 @@
 #include "log.h"
 #include "store.h"
 #include "timeutil.h"
+#include "walbuf.h"
 
 #define STMT_CACHE_SIZE 64
 
@@ -253,9 +254,18 @@ static int store_migrate(Store *s)
 
 /* sqlite counts every allocation under a global mutex unless told not to; nothing here reads
  * those counts.  Has to run before sqlite initialises (else it is refused, harmlessly). */
+/* The VFS every store opens with: sqlite's default, with each transaction's WAL writes
+ * coalesced into one write (walbuf.h); NULL (the default itself) if it could not be set up. */
+static const char *store_vfs;
+
 static void store_configure_sqlite(void)
 {
         (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+        int r = walbuf_register("hive-walbuf", NULL);
+        if (r < 0)
+                log_warning_errno(r, "cannot set up WAL write coalescing, writing unbuffered: %m");
+        else
+                store_vfs = "hive-walbuf";
 }
 
 int store_open(const char *path, Store **ret)
@@ -267,7 +277,7 @@ int store_open(const char *path, Store **ret)
                 return -ENOMEM;
         int rc = sqlite3_open_v2(path, &s->db,
                                  SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                                 NULL);
+                                 store_vfs);
         int r;
         if (rc != SQLITE_OK) {
                 r = store_sqlite_errno(s, rc, "open");
