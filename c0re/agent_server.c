@@ -263,17 +263,21 @@ int agent_server_resolve_to(Daemon *d, DispatchCtx *ctx, const char *from, const
                                              "unknown recipient \"%.64s\": send to an agent's "
                                              "name, \"manager\", \"operator\" or \"*\"",
                                              to);
-                AgentRecord a;
-                int r = store_agent_get(d->store, to, &a);
-                if (r == -ENOENT)
-                        return dispatch_fail(ctx, r,
-                                             "unknown recipient \"%s\": no such agent in this "
-                                             "hive",
-                                             to);
-                if (r < 0)
-                        return dispatch_fail(ctx, r, "cannot read the agent registry: %s",
-                                             strerror(-r));
-                agent_record_done(&a);
+                /* An agent with a socket is in the registry (its socket comes and goes with
+                 * its row): only a name without one costs a look at the registry. */
+                if (!d->agents || !endpoint_find(d->agents, to)) {
+                        AgentRecord a;
+                        int r = store_agent_get(d->store, to, &a);
+                        if (r == -ENOENT)
+                                return dispatch_fail(ctx, r,
+                                                     "unknown recipient \"%s\": no such agent "
+                                                     "in this hive",
+                                                     to);
+                        if (r < 0)
+                                return dispatch_fail(ctx, r, "cannot read the agent registry: %s",
+                                                     strerror(-r));
+                        agent_record_done(&a);
+                }
         }
         v = calloc(2, sizeof(char *));
         if (!v || !(v[0] = strdup(to)))
