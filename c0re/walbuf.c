@@ -13,7 +13,9 @@
 
 #define WAL_HEADER       32 /* the WAL file's own header */
 #define WAL_FRAME_HEADER 24 /* before each page; bytes 4..7: pages after a commit, else 0 */
-#define WALBUF_MAX       (256u * 1024u) /* a larger transaction is written in pieces */
+/* A larger transaction is written in pieces of this size: sqlite's unix VFS writes at most
+ * 128 KiB per call (it masks larger lengths) and reports a short write as a full disk. */
+#define WALBUF_MAX (64u * 1024u)
 
 typedef struct WalBufFile WalBufFile;
 struct WalBufFile {

@@ -122,6 +122,22 @@ static void test_a_commit_is_one_write_and_visible_at_once(void **state)
         assert_int_equal(sqlite3_exec(f->r, "PRAGMA integrity_check", NULL, NULL, &err), SQLITE_OK);
 }
 
+static void test_a_commit_over_the_buffer_is_written_whole(void **state)
+{
+        Fixture *f = *state;
+        /* about 1.2 MiB of frames appended in one commit, no spill: the buffer fills many
+         * times over (sqlite's unix VFS writes at most 128 KiB per call) */
+        for (int round = 0; round < 3; round++) {
+                exec_ok(f->w, "BEGIN");
+                insert_rows(f->w, round * 10000 + 1, 1500, 700);
+                exec_ok(f->w, "COMMIT");
+                assert_int_equal(one_int(f->r, "SELECT COUNT(*) FROM t WHERE length(v) = 700"),
+                                 (round + 1) * 1500);
+        }
+        char *err = NULL;
+        assert_int_equal(sqlite3_exec(f->r, "PRAGMA integrity_check", NULL, NULL, &err), SQLITE_OK);
+}
+
 static void test_large_and_spilled_transactions_come_through_whole(void **state)
 {
         Fixture *f = *state;
@@ -251,6 +267,7 @@ int main(void)
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
         const struct CMUnitTest tests[] = {
                 T(test_a_commit_is_one_write_and_visible_at_once),
+                T(test_a_commit_over_the_buffer_is_written_whole),
                 T(test_large_and_spilled_transactions_come_through_whole),
                 T(test_a_failed_write_fails_the_commit_and_loses_nothing),
                 T(test_register_twice_and_unknown_base),
