@@ -87,47 +87,57 @@ static const ServerGateOps gate_ops = {
 
 void daemon_post_event(Daemon *d, const char *kind, json_t *payload)
 {
-        if (!d->events || !d->pending_events) {
+        if (!d->events) {
                 json_decref(payload);
                 return;
         }
-        json_t *e =
-                json_pack("{s:s, s:o}", "kind", kind, "payload", payload ? payload : json_object());
-        if (e)
-                json_array_append_new(d->pending_events, e);
+        if (d->n_pending_events == d->cap_pending_events) {
+                size_t cap = d->cap_pending_events ? d->cap_pending_events * 2 : 64;
+                DaemonEvent *v = realloc(d->pending_events, cap * sizeof(*v));
+                if (!v) {
+                        log_error("out of memory: event %s not published", kind);
+                        json_decref(payload);
+                        return;
+                }
+                d->pending_events = v;
+                d->cap_pending_events = cap;
+        }
+        d->pending_events[d->n_pending_events++] = (DaemonEvent){kind, payload};
 }
 
 void daemon_agent_changed(Daemon *d, const char *name)
 {
-        if (!d->pending_events)
-                return;
-        size_t i;
-        json_t *e;
-        json_array_foreach(d->pending_events, i, e)
-        {
-                const char *n =
-                        json_string_value(json_object_get(json_object_get(e, "payload"), "name"));
-                if (n && strcmp(n, name) == 0 &&
-                    strcmp(json_string_value(json_object_get(e, "kind")), "agent_status_changed") ==
-                            0)
+        for (size_t i = 0; i < d->n_pending_events; i++) {
+                const DaemonEvent *e = &d->pending_events[i];
+                const char *n = json_string_value(json_object_get(e->payload, "name"));
+                if (n && strcmp(n, name) == 0 && strcmp(e->kind, "agent_status_changed") == 0)
                         return;
         }
         daemon_post_event(d, "agent_status_changed", json_pack("{s:s}", "name", name));
 }
 
+/* Publishes (after a good commit) or drops (after a failed one) the round's events.  A
+ * subscriber may post again: those wait for the next round. */
 static void publish_pending(Daemon *d, int commit_result)
 {
-        if (!d->pending_events || json_array_size(d->pending_events) == 0)
+        size_t n = d->n_pending_events, cap = d->cap_pending_events;
+        DaemonEvent *list = d->pending_events;
+        if (n == 0)
                 return;
-        json_t *list = d->pending_events;
-        d->pending_events = json_array();
-        size_t i;
-        json_t *e;
-        if (commit_result >= 0)
-                json_array_foreach(list, i, e)
-                        events_publish(d->events, json_string_value(json_object_get(e, "kind")),
-                                       json_incref(json_object_get(e, "payload")));
-        json_decref(list);
+        d->pending_events = NULL;
+        d->n_pending_events = d->cap_pending_events = 0;
+        for (size_t i = 0; i < n; i++) {
+                if (commit_result >= 0)
+                        events_publish(d->events, list[i].kind, list[i].payload);
+                else
+                        json_decref(list[i].payload);
+        }
+        if (d->pending_events)
+                free(list);
+        else { /* keep the room for the next round */
+                d->pending_events = list;
+                d->cap_pending_events = cap;
+        }
 }
 
 /* WAL upkeep after a commit.  A checkpointer that runs beside a busy writer never lets the
@@ -359,9 +369,6 @@ static int daemon_start(Daemon *d)
         r = events_new(&d->events);
         if (r < 0)
                 return r;
-        d->pending_events = json_array();
-        if (!d->pending_events)
-                return -ENOMEM;
 
         r = loop_new(&d->loop);
         if (r < 0)
@@ -490,8 +497,11 @@ static void daemon_stop(Daemon *d)
         d->loop = loop_free(d->loop);
         d->store = store_close(d->store);
         d->events = events_free(d->events);
-        json_decref(d->pending_events);
+        for (size_t i = 0; i < d->n_pending_events; i++)
+                json_decref(d->pending_events[i].payload);
+        free(d->pending_events);
         d->pending_events = NULL;
+        d->n_pending_events = d->cap_pending_events = 0;
         if (d->lock_fd >= 0)
                 close(d->lock_fd);
 }

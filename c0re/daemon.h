@@ -21,6 +21,12 @@ typedef struct Backend Backend;
 typedef struct CrashWatch CrashWatch;
 typedef struct Worker Worker;
 
+/* An event waiting for its round's commit (daemon_post_event). */
+typedef struct DaemonEvent {
+        const char *kind; /* a string literal */
+        json_t *payload;
+} DaemonEvent;
+
 typedef struct Daemon {
         HiveConfig *cfg;
         Loop *loop;
@@ -30,7 +36,8 @@ typedef struct Daemon {
         Server *host;
         AgentServer *agents;
         Events *events;
-        json_t *pending_events; /* published once the round's batch commits */
+        DaemonEvent *pending_events; /* published once the round's batch commits */
+        size_t n_pending_events, cap_pending_events;
         Scheduler *scheduler;
         int scheduler_fd; /* recipients the scheduler delivered to, one per line */
         LoopSource *scheduler_src;
@@ -50,7 +57,8 @@ typedef struct Daemon {
 } Daemon;
 
 /* Queues an event for the bus; it is published after the current write batch commits (and
- * dropped if the commit fails).  Takes payload.  A no-op without a bus (unit tests). */
+ * dropped if the commit fails).  kind must be a string literal (it is kept by pointer until
+ * then).  Takes payload.  A no-op without a bus (unit tests). */
 void daemon_post_event(Daemon *d, const char *kind, json_t *payload);
 /* An agent's status row changed (agent_status_changed {name}, once per round). */
 void daemon_agent_changed(Daemon *d, const char *name);

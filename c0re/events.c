@@ -1,5 +1,6 @@
 /* Event ring and subscriber list. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,8 +12,15 @@ typedef struct Subscriber {
         void *userdata;
 } Subscriber;
 
+/* One stored event: kept as published; events_since() builds {seq, kind, ...payload}. */
+typedef struct Event {
+        uint64_t seq; /* 0: empty slot */
+        char kind[EVENTS_KIND_MAX + 1];
+        json_t *payload;
+} Event;
+
 struct Events {
-        json_t *ring[EVENTS_RING_SIZE];
+        Event ring[EVENTS_RING_SIZE];
         uint64_t seq; /* of the newest event; 0 = none yet */
         Subscriber *subs;
         size_t n_subs, cap_subs;
@@ -34,7 +42,7 @@ Events *events_free(Events *e)
         if (!e)
                 return NULL;
         for (size_t i = 0; i < EVENTS_RING_SIZE; i++)
-                json_decref(e->ring[i]);
+                json_decref(e->ring[i].payload);
         free(e->subs);
         free(e);
         return NULL;
@@ -42,27 +50,18 @@ Events *events_free(Events *e)
 
 uint64_t events_publish(Events *e, const char *kind, json_t *payload)
 {
-        json_t *ev = json_pack("{s:I, s:s}", "seq", (json_int_t)(e->seq + 1), "kind", kind);
-        const char *key;
-        json_t *v;
-        if (ev && payload)
-                json_object_foreach(payload, key,
-                                    v) if (strcmp(key, "seq") != 0 && strcmp(key, "kind") != 0)
-                        json_object_set(ev, key, v); /* seq and kind stay ours */
-        if (!ev) {
-                json_decref(ev);
-                json_decref(payload);
+        if (!payload && !(payload = json_object()))
                 return 0;
-        }
         e->seq++;
-        size_t slot = e->seq % EVENTS_RING_SIZE;
-        json_decref(e->ring[slot]);
-        e->ring[slot] = ev;
+        Event *ev = &e->ring[e->seq % EVENTS_RING_SIZE];
+        json_decref(ev->payload);
+        ev->seq = e->seq;
+        snprintf(ev->kind, sizeof(ev->kind), "%s", kind);
+        ev->payload = payload;
         /* Subscribers may unsubscribe themselves while we iterate: walk by index, backwards. */
         for (size_t i = e->n_subs; i-- > 0;)
                 if (i < e->n_subs)
-                        e->subs[i].fn(kind, payload ? payload : ev, e->seq, e->subs[i].userdata);
-        json_decref(payload);
+                        e->subs[i].fn(kind, payload, e->seq, e->subs[i].userdata);
         return e->seq;
 }
 
@@ -78,8 +77,18 @@ int events_since(const Events *e, uint64_t after, json_t *arr)
                 first = after + 1;
         int n = 0;
         for (uint64_t s = first; s <= e->seq; s++) {
-                json_t *ev = e->ring[s % EVENTS_RING_SIZE];
-                if (ev && json_array_append(arr, ev) == 0)
+                const Event *ev = &e->ring[s % EVENTS_RING_SIZE];
+                json_t *o = json_pack("{s:I, s:s}", "seq", (json_int_t)ev->seq, "kind", ev->kind);
+                const char *key;
+                json_t *v;
+                if (o) {
+                        json_object_foreach(ev->payload, key, v)
+                        {
+                                if (strcmp(key, "seq") != 0 && strcmp(key, "kind") != 0)
+                                        json_object_set(o, key, v); /* seq and kind stay ours */
+                        }
+                }
+                if (o && json_array_append_new(arr, o) == 0)
                         n++;
         }
         return n;

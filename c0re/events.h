@@ -9,6 +9,7 @@
 typedef struct Events Events;
 
 #define EVENTS_RING_SIZE 4096
+#define EVENTS_KIND_MAX  31 /* a longer kind is cut */
 
 /* A subscriber is called for every published event; it must not publish. */
 typedef void (*EventsFn)(const char *kind, const json_t *payload, uint64_t seq, void *userdata);
@@ -16,8 +17,9 @@ typedef void (*EventsFn)(const char *kind, const json_t *payload, uint64_t seq, 
 int events_new(Events **ret);
 Events *events_free(Events *e);
 
-/* Appends {seq, kind, ...payload} to the ring and tells every subscriber.  Takes payload.
- * Returns the event's seq, or 0 when out of memory. */
+/* Appends {seq, kind, ...payload} to the ring and tells every subscriber (with payload; an
+ * empty object when NULL).  Takes payload.  Returns the event's seq, or 0 when out of
+ * memory. */
 uint64_t events_publish(Events *e, const char *kind, json_t *payload);
 uint64_t events_last_seq(const Events *e);
 
