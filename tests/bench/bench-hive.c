@@ -9,10 +9,14 @@
  * answer); ack() only notes the id.  The last message of a run is acked with a plain
  * {"cmd":"ack","ids":[N]} when the connection closes.
  *
+ * A reply is waited for with poll() and read without blocking, as libmosquitto's
+ * mosquitto_loop() does (see hive_read_line).
+ *
  * Replies are scanned, not parsed into a tree: the load generator should cost about what the
  * libmosquitto and libnats clients cost, and the bench controls every body (no quotes, no
  * escapes).  A reply that is not "ok":true is printed and fails the run. */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,7 +72,17 @@ static int hive_read_line(Hive *h, char **ret_line, uint64_t *ret_t)
                 }
                 if (h->end == sizeof(h->rbuf))
                         return -EMSGSIZE;
-                ssize_t n = read(h->fd, h->rbuf + h->end, sizeof(h->rbuf) - h->end);
+                /* Wait in poll(), as mosquitto_loop() does, not in a blocking read(): the
+                 * kernel wakes a reader blocked in read() for nothing every time the server
+                 * consumes one of its requests (the write-space wake-up), and that costs the
+                 * server a cross-CPU wake-up per request. */
+                ssize_t n = recv(h->fd, h->rbuf + h->end, sizeof(h->rbuf) - h->end, MSG_DONTWAIT);
+                if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                        struct pollfd p = {.fd = h->fd, .events = POLLIN};
+                        if (poll(&p, 1, -1) < 0 && errno != EINTR)
+                                return -errno;
+                        continue;
+                }
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
