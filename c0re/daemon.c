@@ -116,28 +116,23 @@ void daemon_agent_changed(Daemon *d, const char *name)
         daemon_post_event(d, "agent_status_changed", json_pack("{s:s}", "name", name));
 }
 
-/* Publishes (after a good commit) or drops (after a failed one) the round's events.  A
- * subscriber may post again: those wait for the next round. */
+/* Publishes (after a good commit) or drops (after a failed one) the round's events.  Any a
+ * subscriber posts meanwhile wait for the next round. */
 static void publish_pending(Daemon *d, int commit_result)
 {
-        size_t n = d->n_pending_events, cap = d->cap_pending_events;
-        DaemonEvent *list = d->pending_events;
+        size_t n = d->n_pending_events;
         if (n == 0)
                 return;
-        d->pending_events = NULL;
-        d->n_pending_events = d->cap_pending_events = 0;
         for (size_t i = 0; i < n; i++) {
+                DaemonEvent e = d->pending_events[i]; /* a subscriber may grow the list */
                 if (commit_result >= 0)
-                        events_publish(d->events, list[i].kind, list[i].payload);
+                        events_publish(d->events, e.kind, e.payload);
                 else
-                        json_decref(list[i].payload);
+                        json_decref(e.payload);
         }
-        if (d->pending_events)
-                free(list);
-        else { /* keep the room for the next round */
-                d->pending_events = list;
-                d->cap_pending_events = cap;
-        }
+        memmove(d->pending_events, d->pending_events + n,
+                (d->n_pending_events - n) * sizeof(DaemonEvent));
+        d->n_pending_events -= n;
 }
 
 /* WAL upkeep after a commit.  A checkpointer that runs beside a busy writer never lets the

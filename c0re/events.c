@@ -14,7 +14,6 @@ typedef struct Subscriber {
 
 /* One stored event: kept as published; events_since() builds {seq, kind, ...payload}. */
 typedef struct Event {
-        uint64_t seq; /* 0: empty slot */
         char kind[EVENTS_KIND_MAX + 1];
         json_t *payload;
 } Event;
@@ -55,7 +54,6 @@ uint64_t events_publish(Events *e, const char *kind, json_t *payload)
         e->seq++;
         Event *ev = &e->ring[e->seq % EVENTS_RING_SIZE];
         json_decref(ev->payload);
-        ev->seq = e->seq;
         snprintf(ev->kind, sizeof(ev->kind), "%s", kind);
         ev->payload = payload;
         /* Subscribers may unsubscribe themselves while we iterate: walk by index, backwards. */
@@ -78,7 +76,7 @@ int events_since(const Events *e, uint64_t after, json_t *arr)
         int n = 0;
         for (uint64_t s = first; s <= e->seq; s++) {
                 const Event *ev = &e->ring[s % EVENTS_RING_SIZE];
-                json_t *o = json_pack("{s:I, s:s}", "seq", (json_int_t)ev->seq, "kind", ev->kind);
+                json_t *o = json_pack("{s:I, s:s}", "seq", (json_int_t)s, "kind", ev->kind);
                 const char *key;
                 json_t *v;
                 if (o) {

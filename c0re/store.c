@@ -252,12 +252,12 @@ static int store_migrate(Store *s)
         return 0;
 }
 
-/* sqlite counts every allocation under a global mutex unless told not to; nothing here reads
- * those counts.  Has to run before sqlite initialises (else it is refused, harmlessly). */
 /* The VFS every store opens with: sqlite's default, with each transaction's WAL writes
  * coalesced into one write (walbuf.h); NULL (the default itself) if it could not be set up. */
 static const char *store_vfs;
 
+/* sqlite counts every allocation under a global mutex unless told not to; nothing here reads
+ * those counts.  Has to run before sqlite initialises (else it is refused, harmlessly). */
 static void store_configure_sqlite(void)
 {
         (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
