@@ -75,17 +75,6 @@ static int64_t send_msg(Store *s, const char *from, const char *to, const char *
         return id;
 }
 
-/* The same on a second connection to the file: sees committed data only. */
-static int64_t sql_int_other(sqlite3 *h, const char *sql)
-{
-        sqlite3_stmt *st = NULL;
-        assert_int_equal(sqlite3_prepare_v2(h, sql, -1, &st, NULL), SQLITE_OK);
-        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        int64_t v = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-        return v;
-}
-
 static sqlite3 *open_other(const char *db)
 {
         sqlite3 *h = NULL;
@@ -970,18 +959,18 @@ static void test_uncommitted_visibility(void **state)
         assert_true(store_batch_open(fx->store));
         assert_int_equal(count_messages(fx->store), 1);
         assert_int_equal(broker_available(fx->store, "bob"), 1);
-        assert_int_equal(sql_int_other(h, "SELECT COUNT(*) FROM messages"), 0);
+        assert_int_equal(tu_db_int(h, "SELECT COUNT(*) FROM messages", 0), 0);
 
         int64_t got = 0;
         assert_int_equal(lease(fx->store, "bob", 1, LONG_LEASE_MS, &got, 1), 1);
         assert_int_equal(got, id);
         assert_true(store_batch_open(fx->store));
-        assert_int_equal(sql_int_other(h, "SELECT COUNT(*) FROM messages"), 0);
+        assert_int_equal(tu_db_int(h, "SELECT COUNT(*) FROM messages", 0), 0);
 
         assert_int_equal(store_batch_commit(fx->store), 0);
         assert_false(store_batch_open(fx->store));
-        assert_int_equal(sql_int_other(h, "SELECT COUNT(*) FROM messages"), 1);
-        assert_int_equal(sql_int_other(h, "SELECT deliveries FROM messages"), 1);
+        assert_int_equal(tu_db_int(h, "SELECT COUNT(*) FROM messages", 0), 1);
+        assert_int_equal(tu_db_int(h, "SELECT deliveries FROM messages", 0), 1);
         sqlite3_close(h);
 }
 
@@ -998,19 +987,19 @@ static void test_batch_upgrade(void **state)
         assert_true(store_batch_open(fx->store));
         assert_int_equal(tu_sql_int(fx->store, "PRAGMA synchronous", 0), 1); /* NORMAL */
         assert_int_equal(broker_ack(fx->store, "bob", &id, 1), 1);
-        assert_int_equal(sql_int_other(h, "SELECT acked_at IS NULL FROM messages"), 1);
+        assert_int_equal(tu_db_int(h, "SELECT acked_at IS NULL FROM messages", 0), 1);
 
         assert_int_equal(store_batch_write(fx->store, true), 0);
         assert_true(store_batch_open(fx->store));
         assert_int_equal(tu_sql_int(fx->store, "PRAGMA synchronous", 0), 2); /* FULL */
         /* The non-durable batch was committed... */
-        assert_int_equal(sql_int_other(h, "SELECT acked_at IS NULL FROM messages"), 0);
+        assert_int_equal(tu_db_int(h, "SELECT acked_at IS NULL FROM messages", 0), 0);
         /* ...and what follows is in a new, still open one. */
         int64_t next = send_msg(fx->store, "alice", "bob", "n");
-        assert_int_equal(sql_int_other(h, "SELECT COUNT(*) FROM messages"), 1);
+        assert_int_equal(tu_db_int(h, "SELECT COUNT(*) FROM messages", 0), 1);
         assert_int_equal(store_batch_commit(fx->store), 0);
         assert_false(store_batch_open(fx->store));
-        assert_int_equal(sql_int_other(h, "SELECT MAX(id) FROM messages"), next);
+        assert_int_equal(tu_db_int(h, "SELECT MAX(id) FROM messages", 0), next);
         sqlite3_close(h);
 }
 
@@ -1028,10 +1017,10 @@ static void test_batch_join(void **state)
         assert_int_equal(tu_sql_int(fx->store, "PRAGMA synchronous", 0), 2);
         assert_int_equal(lease(fx->store, "bob", 1, LONG_LEASE_MS, NULL, 0), 1);
         assert_int_equal(store_batch_write(fx->store, true), 0);
-        assert_int_equal(sql_int_other(h, "SELECT COUNT(*) FROM messages"), 0);
+        assert_int_equal(tu_db_int(h, "SELECT COUNT(*) FROM messages", 0), 0);
         assert_int_equal(store_batch_commit(fx->store), 0);
-        assert_int_equal(sql_int_other(h, "SELECT COUNT(*) FROM messages"), 1);
-        assert_int_equal(sql_int_other(h, "SELECT deliveries FROM messages"), 1);
+        assert_int_equal(tu_db_int(h, "SELECT COUNT(*) FROM messages", 0), 1);
+        assert_int_equal(tu_db_int(h, "SELECT deliveries FROM messages", 0), 1);
         assert_int_equal(deliveries(fx->store, id), 1);
         sqlite3_close(h);
 }

@@ -38,16 +38,6 @@ static void exec_ok(sqlite3 *h, const char *sql)
                 fail_msg("%s: %s", sql, err ? err : sqlite3_errstr(rc));
 }
 
-static int64_t one_int(sqlite3 *h, const char *sql)
-{
-        sqlite3_stmt *st = NULL;
-        assert_int_equal(sqlite3_prepare_v2(h, sql, -1, &st, NULL), SQLITE_OK);
-        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        int64_t v = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-        return v;
-}
-
 static void open_w(Fixture *f)
 {
         assert_int_equal(
@@ -116,7 +106,7 @@ static void test_a_commit_is_one_write_and_visible_at_once(void **state)
                 /* ... and the file got them in one write */
                 assert_int_equal(fw1 - fw0, 1);
                 /* another connection, on sqlite's own VFS, reads the commit at once */
-                assert_int_equal(one_int(f->r, "SELECT COUNT(*) FROM t"), (round + 1) * 8);
+                assert_int_equal(tu_db_int(f->r, "SELECT COUNT(*) FROM t", 0), (round + 1) * 8);
         }
         char *err = NULL;
         assert_int_equal(sqlite3_exec(f->r, "PRAGMA integrity_check", NULL, NULL, &err), SQLITE_OK);
@@ -131,7 +121,7 @@ static void test_a_commit_over_the_buffer_is_written_whole(void **state)
                 exec_ok(f->w, "BEGIN");
                 insert_rows(f->w, round * 10000 + 1, 1500, 700);
                 exec_ok(f->w, "COMMIT");
-                assert_int_equal(one_int(f->r, "SELECT COUNT(*) FROM t WHERE length(v) = 700"),
+                assert_int_equal(tu_db_int(f->r, "SELECT COUNT(*) FROM t WHERE length(v) = 700", 0),
                                  (round + 1) * 1500);
         }
         char *err = NULL;
@@ -146,13 +136,13 @@ static void test_large_and_spilled_transactions_come_through_whole(void **state)
         exec_ok(f->w, "BEGIN");
         insert_rows(f->w, 1, 1500, 700); /* over 1 MiB: more than the buffer holds */
         /* a reader in between sees nothing of it (its barrier may write out spilled frames) */
-        assert_int_equal(one_int(f->r, "SELECT COUNT(*) FROM t"), 0);
+        assert_int_equal(tu_db_int(f->r, "SELECT COUNT(*) FROM t", 0), 0);
         insert_rows(f->w, 1501, 500, 700);
         /* the writer reads its own spilled pages back through the WAL */
-        assert_int_equal(one_int(f->w, "SELECT COUNT(*) FROM t WHERE length(v) = 700"), 2000);
+        assert_int_equal(tu_db_int(f->w, "SELECT COUNT(*) FROM t WHERE length(v) = 700", 0), 2000);
         exec_ok(f->w, "COMMIT");
-        assert_int_equal(one_int(f->r, "SELECT COUNT(*) FROM t"), 2000);
-        assert_int_equal(one_int(f->r, "SELECT SUM(id) FROM t"), 2000 * 2001 / 2);
+        assert_int_equal(tu_db_int(f->r, "SELECT COUNT(*) FROM t", 0), 2000);
+        assert_int_equal(tu_db_int(f->r, "SELECT SUM(id) FROM t", 0), 2000 * 2001 / 2);
 
         /* a checkpoint copies what the WAL holds; the database alone has it all */
         exec_ok(f->w, "PRAGMA wal_checkpoint(TRUNCATE)");
@@ -160,7 +150,7 @@ static void test_large_and_spilled_transactions_come_through_whole(void **state)
         sqlite3_close(f->w);
         f->w = NULL;
         assert_int_equal(sqlite3_open_v2(f->db, &f->r, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-        assert_int_equal(one_int(f->r, "SELECT COUNT(*) FROM t WHERE length(v) = 700"), 2000);
+        assert_int_equal(tu_db_int(f->r, "SELECT COUNT(*) FROM t WHERE length(v) = 700", 0), 2000);
         open_w(f);
 }
 
@@ -230,7 +220,7 @@ static void test_a_failed_write_fails_the_commit_and_loses_nothing(void **state)
         if (!sqlite3_get_autocommit(f->w))
                 exec_ok(f->w, "ROLLBACK");
         /* nothing of the failed transaction is visible; what was committed is */
-        assert_int_equal(one_int(f->r, "SELECT COUNT(*) FROM t"), 10);
+        assert_int_equal(tu_db_int(f->r, "SELECT COUNT(*) FROM t", 0), 10);
 
         /* the connection goes on: the next commit lands */
         exec_ok(f->w, "BEGIN");
@@ -241,15 +231,16 @@ static void test_a_failed_write_fails_the_commit_and_loses_nothing(void **state)
                 unix_vfs->xSetSystemCall(unix_vfs, "pwrite", real_pwrite);
         if (real_pwrite64)
                 unix_vfs->xSetSystemCall(unix_vfs, "pwrite64", real_pwrite64);
-        assert_int_equal(one_int(f->r, "SELECT COUNT(*) FROM t"), 20);
-        assert_int_equal(one_int(f->r, "SELECT COUNT(*) FROM t WHERE id BETWEEN 11 AND 20"), 0);
+        assert_int_equal(tu_db_int(f->r, "SELECT COUNT(*) FROM t", 0), 20);
+        assert_int_equal(tu_db_int(f->r, "SELECT COUNT(*) FROM t WHERE id BETWEEN 11 AND 20", 0),
+                         0);
 
         /* and after closing everything, recovery from the WAL finds the same */
         sqlite3_close(f->r);
         sqlite3_close(f->w);
         f->w = NULL;
         assert_int_equal(sqlite3_open_v2(f->db, &f->r, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-        assert_int_equal(one_int(f->r, "SELECT COUNT(*) FROM t"), 20);
+        assert_int_equal(tu_db_int(f->r, "SELECT COUNT(*) FROM t", 0), 20);
         open_w(f);
 }
 

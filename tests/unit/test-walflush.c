@@ -127,13 +127,7 @@ static sqlite3 *open_other(const char *db)
 
 static int64_t count_other(sqlite3 *h)
 {
-        sqlite3_stmt *st = NULL;
-        assert_int_equal(sqlite3_prepare_v2(h, "SELECT COUNT(*) FROM messages", -1, &st, NULL),
-                         SQLITE_OK);
-        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        int64_t n = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-        return n;
+        return tu_db_int(h, "SELECT COUNT(*) FROM messages", 0);
 }
 
 static void test_store_durable_commit_owes_a_flush(void **state)

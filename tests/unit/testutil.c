@@ -115,16 +115,21 @@ int tu_store_teardown(void **state)
         return 0;
 }
 
-int64_t tu_sql_int(Store *s, const char *sql, int64_t arg)
+int64_t tu_db_int(sqlite3 *db, const char *sql, int64_t arg)
 {
         sqlite3_stmt *st = NULL;
-        assert_int_equal(sqlite3_prepare_v2(store_db(s), sql, -1, &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
         if (sqlite3_bind_parameter_count(st) > 0)
                 assert_int_equal(sqlite3_bind_int64(st, 1, arg), SQLITE_OK);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
         int64_t v = sqlite3_column_type(st, 0) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 0);
         sqlite3_finalize(st);
         return v;
+}
+
+int64_t tu_sql_int(Store *s, const char *sql, int64_t arg)
+{
+        return tu_db_int(store_db(s), sql, arg);
 }
 
 char *tu_sql_text(Store *s, const char *sql, int64_t arg)

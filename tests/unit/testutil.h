@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <sqlite3.h>
 #include <stdint.h>
 
 #include "store.h"
@@ -37,5 +38,7 @@ int tu_store_teardown(void **state);
 /* A one-value integer query on the store's own connection (sees uncommitted writes), with
  * arg bound to ?1 when the statement has a parameter.  NULL reads as -1. */
 int64_t tu_sql_int(Store *s, const char *sql, int64_t arg);
+/* The same on any connection (another one to the file sees committed data only). */
+int64_t tu_db_int(sqlite3 *db, const char *sql, int64_t arg);
 /* The same for a text column; returns it malloc'ed, or NULL for SQL NULL. */
 char *tu_sql_text(Store *s, const char *sql, int64_t arg);
