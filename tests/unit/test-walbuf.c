@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -170,24 +171,26 @@ static bool is_wal_fd(int fd)
         return strcmp(target + n - 4, "-wal") == 0;
 }
 
+/* Whether this write to fd is to fail (with EIO). */
+static bool fail_now(int fd)
+{
+        if (fail_wal_writes <= 0 || !is_wal_fd(fd))
+                return false;
+        fail_wal_writes--;
+        errno = EIO;
+        return true;
+}
+
+typedef ssize_t (*PwriteFn)(int, const void *, size_t, off_t);
+
 static ssize_t failing_pwrite(int fd, const void *buf, size_t n, off_t off)
 {
-        if (fail_wal_writes > 0 && is_wal_fd(fd)) {
-                fail_wal_writes--;
-                errno = EIO;
-                return -1;
-        }
-        return ((ssize_t(*)(int, const void *, size_t, off_t))real_pwrite)(fd, buf, n, off);
+        return fail_now(fd) ? -1 : ((PwriteFn)real_pwrite)(fd, buf, n, off);
 }
 
 static ssize_t failing_pwrite64(int fd, const void *buf, size_t n, off_t off)
 {
-        if (fail_wal_writes > 0 && is_wal_fd(fd)) {
-                fail_wal_writes--;
-                errno = EIO;
-                return -1;
-        }
-        return ((ssize_t(*)(int, const void *, size_t, off_t))real_pwrite64)(fd, buf, n, off);
+        return fail_now(fd) ? -1 : ((PwriteFn)real_pwrite64)(fd, buf, n, off);
 }
 
 static void test_a_failed_write_fails_the_commit_and_loses_nothing(void **state)
