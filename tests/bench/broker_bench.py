@@ -14,6 +14,7 @@ import argparse
 import ctypes
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -632,6 +633,25 @@ def cpu_busy(seconds=1.0):
     return None if t1 == t0 else 1.0 - (i1 - i0) / (t1 - t0)
 
 
+def stall_probe(workdir, seconds):
+    """How much this machine stops beside a write+fdatasync loop (tests/bench/stall-probe.c,
+    built with ./build): "N gaps, P % of S s, slowest flush F ms", or None without the probe."""
+    exe = os.path.join(BUILD, "tests", "bench", "stall-probe")
+    if not os.access(exe, os.X_OK):
+        return None
+    try:
+        r = subprocess.run([exe, str(seconds), workdir], capture_output=True, text=True,
+                           timeout=4 * seconds + 10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.findall(r"(\d+) gaps over 1 ms, \d+ ms in all \(([\d.]+) % of the time\)"
+                   r"; slowest fdatasync ([\d.]+) ms", r.stdout)
+    if r.returncode != 0 or not m:
+        return None
+    n, pct, slowest = m[-1]
+    return f"{n} gaps over 1 ms, {pct} % of {seconds} s, slowest flush {slowest} ms"
+
+
 def first_line(argv):
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=5)
@@ -645,7 +665,7 @@ def tree_rev():
     return "(not a git checkout)" if rev.startswith("fatal") else rev
 
 
-def header(prof, args, systems, hive_note, load, rev):
+def header(prof, args, systems, hive_note, load, rev, stops):
     if args.hive_bin:
         hive_note = f" (binary {args.hive_bin}; tree at {rev} when the run started)" + hive_note
     else:
@@ -658,6 +678,9 @@ def header(prof, args, systems, hive_note, load, rev):
     print(f"systems: {', '.join(systems)}; {prof['reps']} repetition(s), run order rotated per "
           f"repetition; fresh server per run; CPUs busy before the run: "
           f"{'?' if load is None else f'{load:.0%}'}")
+    print(f"this machine beside a write+fdatasync loop (stall-probe, before the run): "
+          f"{stops or 'not measured (no build/tests/bench/stall-probe)'}; where it stops, every "
+          f"max and count over 5 ms of a system that flushes includes those stops")
     if load is not None and load > 0.15:
         print("WARNING: something else was using the CPUs when the run started; the figures are "
               "low and noisy.")
@@ -722,6 +745,7 @@ def main():
     if load is not None and load > 0.15:
         log(f"warning: {load:.0%} of the CPUs were busy before the run: something else is "
             "running, and the figures will suffer")
+    stops = stall_probe(workdir, 1 if args.quick else 2)
     runner = Runner(args, client, servers, workdir)
     runner.unavailable.update(unavailable)
     results = {key: {s: [] for s in systems} for key, _ in WORKLOADS}
@@ -757,7 +781,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"profile": prof, "results": results, "fill": fill}, f, indent=1)
-    header(prof, args, systems, hive_note, load, rev)
+    header(prof, args, systems, hive_note, load, rev, stops)
     report(results, fill, prof, systems, args)
     print(f"\n(total wall time {time.monotonic() - t_start:.0f} s)")
     return 0
