@@ -91,6 +91,16 @@ static void insert_rows(sqlite3 *h, int first, int n, int bytes)
         sqlite3_finalize(st);
 }
 
+/* Closes both connections and opens the reader alone, so that whatever it reads comes from
+ * the files (recovering from the WAL if one is left).  The writer comes back with open_w(). */
+static void reopen_reader_alone(Fixture *f)
+{
+        sqlite3_close(f->r);
+        sqlite3_close(f->w);
+        f->w = NULL;
+        assert_int_equal(sqlite3_open_v2(f->db, &f->r, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+}
+
 static void test_a_commit_is_one_write_and_visible_at_once(void **state)
 {
         Fixture *f = *state;
@@ -147,10 +157,7 @@ static void test_large_and_spilled_transactions_come_through_whole(void **state)
 
         /* a checkpoint copies what the WAL holds; the database alone has it all */
         exec_ok(f->w, "PRAGMA wal_checkpoint(TRUNCATE)");
-        sqlite3_close(f->r);
-        sqlite3_close(f->w);
-        f->w = NULL;
-        assert_int_equal(sqlite3_open_v2(f->db, &f->r, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        reopen_reader_alone(f);
         assert_int_equal(tu_db_int(f->r, "SELECT COUNT(*) FROM t WHERE length(v) = 700", 0), 2000);
         open_w(f);
 }
@@ -193,6 +200,16 @@ static ssize_t failing_pwrite64(int fd, const void *buf, size_t n, off_t off)
         return fail_now(fd) ? -1 : ((PwriteFn)real_pwrite64)(fd, buf, n, off);
 }
 
+/* Puts these pwrite and pwrite64 into sqlite's unix VFS (those of the two it has).  Returns
+ * SQLITE_OK or the first error. */
+static int set_pwrites(sqlite3_vfs *v, sqlite3_syscall_ptr pw, sqlite3_syscall_ptr pw64)
+{
+        int rc = real_pwrite ? v->xSetSystemCall(v, "pwrite", pw) : SQLITE_OK;
+        if (rc == SQLITE_OK && real_pwrite64)
+                rc = v->xSetSystemCall(v, "pwrite64", pw64);
+        return rc;
+}
+
 static void test_a_failed_write_fails_the_commit_and_loses_nothing(void **state)
 {
         Fixture *f = *state;
@@ -205,14 +222,9 @@ static void test_a_failed_write_fails_the_commit_and_loses_nothing(void **state)
         real_pwrite = unix_vfs->xGetSystemCall(unix_vfs, "pwrite");
         real_pwrite64 = unix_vfs->xGetSystemCall(unix_vfs, "pwrite64");
         assert_true(real_pwrite || real_pwrite64);
-        if (real_pwrite)
-                assert_int_equal(unix_vfs->xSetSystemCall(unix_vfs, "pwrite",
-                                                          (sqlite3_syscall_ptr)failing_pwrite),
-                                 SQLITE_OK);
-        if (real_pwrite64)
-                assert_int_equal(unix_vfs->xSetSystemCall(unix_vfs, "pwrite64",
-                                                          (sqlite3_syscall_ptr)failing_pwrite64),
-                                 SQLITE_OK);
+        assert_int_equal(set_pwrites(unix_vfs, (sqlite3_syscall_ptr)failing_pwrite,
+                                     (sqlite3_syscall_ptr)failing_pwrite64),
+                         SQLITE_OK);
 
         fail_wal_writes = 1;
         exec_ok(f->w, "BEGIN");
@@ -230,19 +242,13 @@ static void test_a_failed_write_fails_the_commit_and_loses_nothing(void **state)
         insert_rows(f->w, 21, 10, 300);
         exec_ok(f->w, "COMMIT");
 
-        if (real_pwrite)
-                unix_vfs->xSetSystemCall(unix_vfs, "pwrite", real_pwrite);
-        if (real_pwrite64)
-                unix_vfs->xSetSystemCall(unix_vfs, "pwrite64", real_pwrite64);
+        (void)set_pwrites(unix_vfs, real_pwrite, real_pwrite64);
         assert_int_equal(tu_db_int(f->r, "SELECT COUNT(*) FROM t", 0), 20);
         assert_int_equal(tu_db_int(f->r, "SELECT COUNT(*) FROM t WHERE id BETWEEN 11 AND 20", 0),
                          0);
 
         /* and after closing everything, recovery from the WAL finds the same */
-        sqlite3_close(f->r);
-        sqlite3_close(f->w);
-        f->w = NULL;
-        assert_int_equal(sqlite3_open_v2(f->db, &f->r, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        reopen_reader_alone(f);
         assert_int_equal(tu_db_int(f->r, "SELECT COUNT(*) FROM t", 0), 20);
         open_w(f);
 }
