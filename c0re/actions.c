@@ -380,24 +380,29 @@ static void crashed(Actions *a, const AgentRecord *rec, LifecycleJob *j)
         }
 }
 
-/* A check (or boot) result: record what was seen; a crash when it should run. */
-static void checked(Actions *a, const AgentRecord *rec, LifecycleJob *j)
+/* A check (or boot) result: record what was seen; a crash when it should run.  Returns
+ * whether the agent's row changed, so a sweep that finds everything as it was pushes nothing
+ * to subscribe_agent_status. */
+static bool checked(Actions *a, const AgentRecord *rec, LifecycleJob *j)
 {
         Daemon *d = a->d;
         bool wanted = strcmp(rec->wanted, "running") == 0;
         bool failed = strcmp(rec->status, "failed") == 0;
         if (j->seen == CONTAINER_UP) {
-                if (strcmp(rec->status, "running") != 0)
-                        (void)store_agent_set_state(d->store, rec->name, "running", NULL);
-                return;
+                if (strcmp(rec->status, "running") == 0)
+                        return false;
+                (void)store_agent_set_state(d->store, rec->name, "running", NULL);
+                return true;
         }
         if (!wanted || failed || transient_for(a, rec->name) ||
             worker_pending(d->worker, rec->name) > 0) {
-                if (!failed && strcmp(rec->status, "stopped") != 0)
-                        (void)store_agent_set_state(d->store, rec->name, "stopped", NULL);
-                return;
+                if (failed || strcmp(rec->status, "stopped") == 0)
+                        return false;
+                (void)store_agent_set_state(d->store, rec->name, "stopped", NULL);
+                return true;
         }
         crashed(a, rec, j);
+        return true;
 }
 
 static void on_job_done(void *data)
@@ -413,18 +418,18 @@ static void on_job_done(void *data)
         AgentRecord rec = {0};
         bool live = store_agent_get(d->store, name, &rec) == 0;
         int r = j->result;
+        bool changed = true; /* whether to push the agent's row to subscribers */
         switch (j->op) {
         case LIFECYCLE_CHECK:
-                if (live)
-                        checked(a, &rec, j);
+                changed = live && checked(a, &rec, j);
                 break;
         case LIFECYCLE_BOOT:
                 if (live && r < 0)
                         log_error("cannot start %s: %s", j->agent.machine, j->error);
                 if (live && r == -ENOEXEC) /* no payload to run: retrying cannot help */
                         (void)store_agent_set_failed(d->store, name, j->error);
-                else if (live)
-                        checked(a, &rec, j);
+                else
+                        changed = live && checked(a, &rec, j);
                 break;
         case LIFECYCLE_SPAWN:
                 if (r >= 0) {
@@ -503,7 +508,7 @@ static void on_job_done(void *data)
                 }
                 break;
         }
-        if (j->op != LIFECYCLE_LOGS)
+        if (j->op != LIFECYCLE_LOGS && changed)
                 daemon_agent_changed(d, name);
         if (j->op != LIFECYCLE_CHECK && j->op != LIFECYCLE_LOGS)
                 daemon_post_event(d, "container_op",

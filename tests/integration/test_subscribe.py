@@ -24,6 +24,18 @@ def test_stream_pushes_changed_rows(hive):
     assert d.request({"cmd": "list"})["ok"]
 
 
+def test_sweeps_that_change_nothing_push_nothing(hive):
+    # Crash-watch sweeps check every container each second; none changes, so the first row
+    # the stream carries is the one change made after them.
+    d = hive("--crash-interval", "1")
+    s, f = open_stream(d)
+    time.sleep(3.5)
+    assert d.request({"cmd": "set_paused", "name": "c3", "paused": True})["ok"]
+    row = read_row(f)
+    assert row["name"] == "c3" and row["paused"] is True
+    s.close()
+
+
 def test_stream_is_not_closed_when_idle(make_daemon, hive):
     d = hive("--idle-timeout", "1")
     s, f = open_stream(d)
