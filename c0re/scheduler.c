@@ -30,7 +30,29 @@ struct Scheduler {
         int pipe_w;
         int64_t last_vacuum_ms;
         int checkpointed; /* atomic: frames backfilled by our last checkpoint */
+        int db_fd;        /* the database file, to write out what the checkpoints copied */
+        int written_out;  /* checkpointed as it was at the last write-out */
+        int write_outs;   /* atomic: how many write-outs succeeded */
 };
+
+/* Starts writing out the database pages the checkpoints copied, once SCHEDULER_WRITE_OUT_FRAMES
+ * more frames were copied (or the WAL started over), and waits for those writes (no flush
+ * of the disk's cache).  Otherwise they stay dirty in the page cache until the main loop's
+ * tail copy, whose flush of the database then writes them all while it holds every writer. */
+static void write_out(Scheduler *sch, int done)
+{
+        if (sch->db_fd < 0 ||
+            (done >= sch->written_out && done - sch->written_out < SCHEDULER_WRITE_OUT_FRAMES))
+                return;
+        sch->written_out = done;
+        /* An error is no loss: sqlite's own flush of the database reports it as well. */
+        if (sync_file_range(sch->db_fd, 0, 0,
+                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                    SYNC_FILE_RANGE_WAIT_AFTER) < 0)
+                log_debug_errno(errno, "cannot write out the database file: %m");
+        else
+                __atomic_add_fetch(&sch->write_outs, 1, __ATOMIC_RELEASE);
+}
 
 static void notify(Scheduler *sch, json_t *names)
 {
@@ -96,8 +118,10 @@ static void *scheduler_main(void *userdata)
                 vacuum(sch, now);
                 /* The bulk of every checkpoint happens here, off the main loop's hot path. */
                 int log_frames = 0, done = 0;
-                if (store_checkpoint(sch->store, &log_frames, &done) >= 0)
+                if (store_checkpoint(sch->store, &log_frames, &done) >= 0) {
                         __atomic_store_n(&sch->checkpointed, done, __ATOMIC_RELEASE);
+                        write_out(sch, done);
+                }
 
                 int64_t next = now + SCHEDULER_SLEEP_MAX_MS, t = 0;
                 if (reminders_next_due(sch->store, &t) >= 0 && t > 0 && t < next)
@@ -128,10 +152,14 @@ int scheduler_start(const char *db_path, Scheduler **ret, int *ret_fd)
                 return -errno;
         }
         sch->pipe_w = fds[1];
+        sch->db_fd = -1;
         sch->last_vacuum_ms = store_now_ms() - 3500 * 1000; /* first vacuum soon after start */
         int r = store_open(db_path, &sch->store);
         if (r < 0)
                 goto fail;
+        sch->db_fd = open(db_path, O_RDONLY | O_CLOEXEC);
+        if (sch->db_fd < 0) /* only slower: the tail copies write it all */
+                log_warning_errno(errno, "cannot open %s to write it out: %m", db_path);
         pthread_mutex_init(&sch->lock, NULL);
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
@@ -146,6 +174,8 @@ int scheduler_start(const char *db_path, Scheduler **ret, int *ret_fd)
         return 0;
 fail:
         store_close(sch->store);
+        if (sch->db_fd >= 0)
+                close(sch->db_fd);
         close(fds[0]);
         close(fds[1]);
         free(sch);
@@ -155,6 +185,11 @@ fail:
 int scheduler_checkpointed(Scheduler *sch)
 {
         return sch ? __atomic_load_n(&sch->checkpointed, __ATOMIC_ACQUIRE) : 0;
+}
+
+int scheduler_write_outs(Scheduler *sch)
+{
+        return sch ? __atomic_load_n(&sch->write_outs, __ATOMIC_ACQUIRE) : 0;
 }
 
 void scheduler_wal_restarted(Scheduler *sch)
@@ -183,6 +218,8 @@ Scheduler *scheduler_stop(Scheduler *sch)
         pthread_mutex_unlock(&sch->lock);
         pthread_join(sch->thread, NULL);
         store_close(sch->store);
+        if (sch->db_fd >= 0)
+                close(sch->db_fd);
         close(sch->pipe_w);
         pthread_cond_destroy(&sch->cond);
         pthread_mutex_destroy(&sch->lock);

@@ -188,7 +188,8 @@ class Hive:
 
     def _argv(self, state):
         return [self.binary, "serve", "--state-dir", state, "--run-dir", os.path.join(state, "run"),
-                "--log-level", "warning", "--dashboard", f"127.0.0.1:{free_port()}", "--no-manager"]
+                # debug: the daemon's lines on how long each WAL tail copy held its loop
+                "--log-level", "debug", "--dashboard", f"127.0.0.1:{free_port()}", "--no-manager"]
 
     def start(self, base, agents):
         state = os.path.join(base, "hive")
@@ -394,7 +395,8 @@ class Runner:
             return self.client_run(system, target, p.pid,
                                    ["--mode", "pairs", "--pairs", npairs, "--count", count,
                                     "--warmup", warmup])
-        return self.with_server(system, label, agents, fn)
+        return self.with_server(system, label, agents, fn,
+                                checkpoint_holds if system == "hive" else None)
 
     def fill(self, system, nagents, count):
         agents = [f"a{i:03d}" for i in range(1, nagents + 1)]
@@ -422,6 +424,22 @@ class Runner:
             except sqlite3.Error as e:
                 log(f"  hive: cannot count the stored messages: {e}")
         return self.with_server(system, "rss", agents, fn, count_rows if system == "hive" else None)
+
+
+HOLD_RE = re.compile(r"copying the WAL's last frames held the main loop ([0-9.]+) ms")
+
+
+def checkpoint_holds(d, r):
+    """hive only: how long each of the daemon's WAL tail copies held its main loop (its own
+    timing, from its debug log), so the checkpoint's stalls are told apart from the VM's."""
+    try:
+        with open(os.path.join(d, "hive.log"), errors="replace") as f:
+            holds = [float(m) for m in HOLD_RE.findall(f.read())]
+    except OSError as e:
+        log(f"  hive: cannot read the daemon's log: {e}")
+        return
+    r["tail_copies"] = len(holds)
+    r["tail_copy_max_ms"] = max(holds, default=0.0)
 
 
 # ---- reporting ----
@@ -614,6 +632,13 @@ def targets(results, fill, nstored):
     shown = f"max {fmt_us(h)}, {over} of {total:,} > 5 ms" if seq else "-"
     rows.append(("no send stalls > 5 ms (confirm, sequential)", shown, "5 ms",
                  verdict(h is not None and h < 5000, h, 5000)))
+    runs = [r for key, _ in WORKLOADS for r in ok_runs(results[key].get("hive", []))
+            if "tail_copies" in r]
+    copies = sum(r["tail_copies"] for r in runs)
+    h = max(r["tail_copy_max_ms"] for r in runs) if copies else None
+    shown = f"max {h:.2f} ms over {copies} tail copies" if copies else "no tail copy ran"
+    rows.append(("a checkpoint holds the loop < 5 ms (daemon's timing, all pair runs)", shown,
+                 "5 ms", verdict(h is not None and h < 5.0, h, 5.0)))
     return rows
 
 

@@ -1,0 +1,110 @@
+/* The scheduler thread's WAL work: its passive checkpoints, and the write-out of the pages
+ * they copied every SCHEDULER_WRITE_OUT_FRAMES frames.  (Reminders and questions, which it
+ * also fires and expires, have their own tests.) */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "scheduler.h"
+#include "testutil.h"
+
+static void sleep_ms(int ms)
+{
+        struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+}
+
+/* Kicks the thread until its last checkpoint has copied at least `frames` frames. */
+static void checkpointed_at_least(Scheduler *sch, int frames)
+{
+        for (int i = 0; i < 500 && scheduler_checkpointed(sch) < frames; i++) {
+                scheduler_kick(sch);
+                sleep_ms(10);
+        }
+        assert_true(scheduler_checkpointed(sch) >= frames);
+}
+
+/* Kicks the thread until it has written out `n` times. */
+static void write_outs_reach(Scheduler *sch, int n)
+{
+        for (int i = 0; i < 500 && scheduler_write_outs(sch) < n; i++) {
+                scheduler_kick(sch);
+                sleep_ms(10);
+        }
+        assert_int_equal(scheduler_write_outs(sch), n);
+}
+
+static int wal_hook(void *userdata, sqlite3 *db, const char *name, int frames)
+{
+        *(int *)userdata = frames;
+        return SQLITE_OK;
+}
+
+/* Commits transactions of ten rows on db until its WAL holds at least `to` frames.  Returns
+ * the frames it holds. */
+static int grow_wal(sqlite3 *db, int to)
+{
+        int frames = 0;
+        sqlite3_wal_hook(db, wal_hook, &frames); /* also: db never checkpoints by itself */
+        while (frames < to)
+                assert_int_equal(sqlite3_exec(db,
+                                              "BEGIN;"
+                                              "INSERT INTO t(b) SELECT zeroblob(3000) "
+                                              "  FROM (SELECT 1 UNION ALL SELECT 2) a, "
+                                              "       (SELECT 1 UNION ALL SELECT 2 "
+                                              "        UNION ALL SELECT 3 UNION ALL SELECT 4 "
+                                              "        UNION ALL SELECT 5) b;"
+                                              "COMMIT",
+                                              NULL, NULL, NULL),
+                                 SQLITE_OK);
+        return frames;
+}
+
+static void test_writes_out_what_it_copied(void **state)
+{
+        StoreFixture *f = *state;
+        sqlite3 *w = NULL;
+        assert_int_equal(sqlite3_open(f->db, &w), SQLITE_OK);
+        /* Only the scheduler checkpoints, as in the daemon. */
+        assert_int_equal(sqlite3_exec(w, "CREATE TABLE t (b BLOB)", NULL, NULL, NULL), SQLITE_OK);
+        Scheduler *sch = NULL;
+        int fd = -1;
+        assert_int_equal(scheduler_start(f->db, &sch, &fd), 0);
+
+        int frames = grow_wal(w, SCHEDULER_WRITE_OUT_FRAMES / 2);
+        assert_true(frames < SCHEDULER_WRITE_OUT_FRAMES);
+        checkpointed_at_least(sch, frames);
+        scheduler_kick(sch); /* one round more: still short of a write-out */
+        sleep_ms(100);
+        assert_int_equal(scheduler_write_outs(sch), 0);
+
+        checkpointed_at_least(sch, grow_wal(w, SCHEDULER_WRITE_OUT_FRAMES));
+        write_outs_reach(sch, 1);
+
+        /* The WAL starting over (fewer frames copied than at the last write-out) writes out
+         * again: those pages are new. */
+        scheduler_wal_restarted(sch);
+        assert_int_equal(sqlite3_wal_checkpoint_v2(w, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL),
+                         SQLITE_OK);
+        checkpointed_at_least(sch, grow_wal(w, 100));
+        write_outs_reach(sch, 2);
+
+        scheduler_stop(sch);
+        close(fd);
+        sqlite3_close(w);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_writes_out_what_it_copied, tu_store_setup,
+                                                tu_store_teardown),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
