@@ -142,9 +142,9 @@ static void publish_pending(Daemon *d, int commit_result)
  * thread copies the bulk; once it is nearly done, the loop copies the short tail itself
  * (a small write and two flushes; the thread has already written out the pages it copied,
  * so the database's flush has only the tail's to write), and the next write restarts the
- * WAL.  That copy stops the loop for a millisecond or two, so it waits until the loop has had
- * nothing to do for WAL_QUIET_MS, unless the WAL has grown past WAL_FORCE_FRAMES (a load that never
- * pauses). */
+ * WAL.  That copy stops the loop for a millisecond or two, so it waits until the loop has
+ * had nothing to do for WAL_QUIET_MS, unless the WAL has grown past WAL_FORCE_FRAMES (a
+ * load that never pauses). */
 #define WAL_CHECKPOINT_FRAMES 1000
 #define WAL_TAIL_FRAMES       256
 #define WAL_FORCE_FRAMES      16384

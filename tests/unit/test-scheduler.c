@@ -63,6 +63,7 @@ static int grow_wal(sqlite3 *db, int to)
                                               "COMMIT",
                                               NULL, NULL, NULL),
                                  SQLITE_OK);
+        sqlite3_wal_hook(db, NULL, NULL); /* frames is gone after this */
         return frames;
 }
 
