@@ -38,13 +38,6 @@ static void reopen(Fixture *fx)
         assert_non_null(fx->store);
 }
 
-static void sleep_ms(long ms)
-{
-        struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-                ;
-}
-
 /* Waits (bounded) until broker_available(recipient) says 1.  Returns whether it did. */
 static bool wait_available(Store *s, const char *recipient)
 {
@@ -53,7 +46,7 @@ static bool wait_available(Store *s, const char *recipient)
                 assert_true(r == 0 || r == 1);
                 if (r == 1)
                         return true;
-                sleep_ms(POLL_STEP_MS);
+                tu_sleep_ms(POLL_STEP_MS);
         }
         return false;
 }
@@ -63,7 +56,7 @@ static void wait_past(int64_t t)
 {
         for (int waited = 0; store_now_ms() <= t; waited++) {
                 assert_true(waited <= POLL_LIMIT_MS);
-                sleep_ms(1);
+                tu_sleep_ms(1);
         }
 }
 

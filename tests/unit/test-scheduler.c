@@ -8,24 +8,17 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 #include <stdbool.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "scheduler.h"
 #include "testutil.h"
-
-static void sleep_ms(int ms)
-{
-        struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
-}
 
 /* Kicks the thread until its last checkpoint has copied at least `frames` frames. */
 static void checkpointed_at_least(Scheduler *sch, int frames)
 {
         for (int i = 0; i < 500 && scheduler_checkpointed(sch) < frames; i++) {
                 scheduler_kick(sch);
-                sleep_ms(10);
+                tu_sleep_ms(10);
         }
         assert_true(scheduler_checkpointed(sch) >= frames);
 }
@@ -35,7 +28,7 @@ static void write_outs_reach(Scheduler *sch, int n)
 {
         for (int i = 0; i < 500 && scheduler_write_outs(sch) < n; i++) {
                 scheduler_kick(sch);
-                sleep_ms(10);
+                tu_sleep_ms(10);
         }
         assert_int_equal(scheduler_write_outs(sch), n);
 }
@@ -82,7 +75,7 @@ static void test_writes_out_what_it_copied(void **state)
         assert_true(frames < SCHEDULER_WRITE_OUT_FRAMES);
         checkpointed_at_least(sch, frames);
         scheduler_kick(sch); /* one round more: still short of a write-out */
-        sleep_ms(100);
+        tu_sleep_ms(100);
         assert_int_equal(scheduler_write_outs(sch), 0);
 
         checkpointed_at_least(sch, grow_wal(w, SCHEDULER_WRITE_OUT_FRAMES));

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <setjmp.h>
@@ -145,4 +146,11 @@ char *tu_sql_text(Store *s, const char *sql, int64_t arg)
                 assert_non_null(v);
         sqlite3_finalize(st);
         return v;
+}
+
+void tu_sleep_ms(long ms)
+{
+        struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
 }

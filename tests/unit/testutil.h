@@ -22,6 +22,9 @@ char *tu_read_file(const char *path, size_t *ret_len);
  * copy when run by hand).  Returns it malloc'ed; aborts on failure. */
 char *tu_fixture_path(const char *name);
 
+/* Sleeps ms milliseconds, through signals. */
+void tu_sleep_ms(long ms);
+
 /* Writes a file (mode 0644).  Returns 0 or a negative errno. */
 int tu_write_file(const char *path, const char *content);
 
