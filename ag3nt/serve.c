@@ -793,6 +793,10 @@ static Outcome run_turn(Harness *h, const char *from, const char *body, int64_t 
                 if (res.got_result)
                         marker_create(h, SESSION_MARKER);
 
+        /* A turn that ended normally leaves the harness idle: say so before its turn_end, so
+         * a page that sees the end never reads "running" after it. */
+        if (out == OUT_OK)
+                set_state(h, TURN_IDLE, NULL);
         int64_t dur = now_ms() - started;
         p = json_pack("{s:b, s:s, s:s?, s:I, s:I, s:s}", "ok", strcmp(result, "ok") == 0, "result",
                       result, "note", why, "duration_ms", (json_int_t)dur, "tool_calls",
