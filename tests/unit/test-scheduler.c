@@ -13,24 +13,14 @@
 #include "scheduler.h"
 #include "testutil.h"
 
-/* Kicks the thread until its last checkpoint has copied at least `frames` frames. */
-static void checkpointed_at_least(Scheduler *sch, int frames)
+/* Kicks the thread until get(sch) is at least `at_least` (bounded, 5 s).  Returns get(sch). */
+static int kick_until(Scheduler *sch, int (*get)(Scheduler *), int at_least)
 {
-        for (int i = 0; i < 500 && scheduler_checkpointed(sch) < frames; i++) {
+        for (int i = 0; i < 500 && get(sch) < at_least; i++) {
                 scheduler_kick(sch);
                 tu_sleep_ms(10);
         }
-        assert_true(scheduler_checkpointed(sch) >= frames);
-}
-
-/* Kicks the thread until it has written out `n` times. */
-static void write_outs_reach(Scheduler *sch, int n)
-{
-        for (int i = 0; i < 500 && scheduler_write_outs(sch) < n; i++) {
-                scheduler_kick(sch);
-                tu_sleep_ms(10);
-        }
-        assert_int_equal(scheduler_write_outs(sch), n);
+        return get(sch);
 }
 
 static int wal_hook(void *userdata, sqlite3 *db, const char *name, int frames)
@@ -65,7 +55,6 @@ static void test_writes_out_what_it_copied(void **state)
         StoreFixture *f = *state;
         sqlite3 *w = NULL;
         assert_int_equal(sqlite3_open(f->db, &w), SQLITE_OK);
-        /* Only the scheduler checkpoints, as in the daemon. */
         assert_int_equal(sqlite3_exec(w, "CREATE TABLE t (b BLOB)", NULL, NULL, NULL), SQLITE_OK);
         Scheduler *sch = NULL;
         int fd = -1;
@@ -73,21 +62,23 @@ static void test_writes_out_what_it_copied(void **state)
 
         int frames = grow_wal(w, SCHEDULER_WRITE_OUT_FRAMES / 2);
         assert_true(frames < SCHEDULER_WRITE_OUT_FRAMES);
-        checkpointed_at_least(sch, frames);
+        assert_true(kick_until(sch, scheduler_checkpointed, frames) >= frames);
         scheduler_kick(sch); /* one round more: still short of a write-out */
         tu_sleep_ms(100);
         assert_int_equal(scheduler_write_outs(sch), 0);
 
-        checkpointed_at_least(sch, grow_wal(w, SCHEDULER_WRITE_OUT_FRAMES));
-        write_outs_reach(sch, 1);
+        frames = grow_wal(w, SCHEDULER_WRITE_OUT_FRAMES);
+        assert_true(kick_until(sch, scheduler_checkpointed, frames) >= frames);
+        assert_int_equal(kick_until(sch, scheduler_write_outs, 1), 1);
 
         /* The WAL starting over (fewer frames copied than at the last write-out) writes out
          * again: those pages are new. */
         scheduler_wal_restarted(sch);
         assert_int_equal(sqlite3_wal_checkpoint_v2(w, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL),
                          SQLITE_OK);
-        checkpointed_at_least(sch, grow_wal(w, 100));
-        write_outs_reach(sch, 2);
+        frames = grow_wal(w, 100);
+        assert_true(kick_until(sch, scheduler_checkpointed, frames) >= frames);
+        assert_int_equal(kick_until(sch, scheduler_write_outs, 2), 2);
 
         scheduler_stop(sch);
         close(fd);
