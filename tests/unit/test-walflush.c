@@ -27,6 +27,7 @@
 #include "server.h"
 #include "store.h"
 #include "testutil.h"
+#include "timeutil.h"
 #include "walflush.h"
 
 typedef StoreFixture Fixture;
@@ -113,6 +114,56 @@ static void test_flusher_reports_errors(void **state)
         walflush_request(f, 3);
         f = walflush_free(f, &err);
         assert_int_equal(err, -ENOENT);
+        close(efd);
+}
+
+/* After a flush, the next one waits for as many writes as the last covered and saw arrive
+ * (the writers it released usually write again), until the gather time runs out; and once its
+ * waits run out, it stops waiting. */
+static void test_flusher_gathers_the_next_wave(void **state)
+{
+        Fixture *fx = *state;
+        const uint64_t gather = 3 * 1000 * 1000; /* far beyond any scheduling delay */
+        _cleanup_free_ char *path = NULL;
+        assert_true(asprintf(&path, "%s/file-wal", fx->dir) > 0);
+        assert_int_equal(tu_write_file(path, "frames"), 0);
+        int efd = eventfd(0, EFD_CLOEXEC);
+        WalFlush *f = NULL;
+        assert_int_equal(walflush_new(path, notify_efd, &efd, &f), 0);
+        walflush_set_gather(f, gather);
+
+        /* The first flush waits for nothing. */
+        walflush_request(f, 3);
+        wait_notified(efd);
+        assert_int_equal(walflush_flushed(f), 3);
+
+        /* It covered three writes: the next flush waits for three. */
+        walflush_request(f, 4);
+        walflush_request(f, 5);
+        tu_sleep_ms(100);
+        assert_int_equal(walflush_flushed(f), 3);
+        walflush_request(f, 6);
+        wait_notified(efd);
+        assert_int_equal(walflush_flushed(f), 6);
+
+        /* The next wave does not come: what came is flushed when the gather time runs out. */
+        uint64_t t0 = timeutil_mono_usec();
+        walflush_request(f, 7);
+        wait_notified(efd);
+        assert_int_equal(walflush_flushed(f), 7);
+        assert_true(timeutil_mono_usec() - t0 >= gather / 3);
+
+        /* That wait ran out, so the flusher stops waiting: after a flush of three writes
+         * (which waits for nothing, it expected one), a single write is flushed at once. */
+        walflush_request(f, 10);
+        wait_notified(efd);
+        t0 = timeutil_mono_usec();
+        walflush_request(f, 11);
+        wait_notified(efd);
+        assert_int_equal(walflush_flushed(f), 11);
+        assert_true(timeutil_mono_usec() - t0 < gather / 2);
+
+        f = walflush_free(f, NULL);
         close(efd);
 }
 
@@ -411,15 +462,11 @@ int main(void)
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 #define G(f) cmocka_unit_test_setup_teardown(f, gate_setup, gate_teardown)
         const struct CMUnitTest tests[] = {
-                T(test_flusher_flushes_up_to_the_mark),
-                T(test_flusher_reports_errors),
-                T(test_store_durable_commit_owes_a_flush),
-                T(test_store_durable_joins_one_batch),
-                T(test_store_need_flush),
-                T(test_store_default_flushes_itself),
-                G(test_gate_answer_waits_for_the_flush),
-                G(test_gate_failed_flush_refuses),
-                G(test_gate_answer_waits_for_the_commit),
+                T(test_flusher_flushes_up_to_the_mark), T(test_flusher_reports_errors),
+                T(test_flusher_gathers_the_next_wave),  T(test_store_durable_commit_owes_a_flush),
+                T(test_store_durable_joins_one_batch),  T(test_store_need_flush),
+                T(test_store_default_flushes_itself),   G(test_gate_answer_waits_for_the_flush),
+                G(test_gate_failed_flush_refuses),      G(test_gate_answer_waits_for_the_commit),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
