@@ -3,6 +3,7 @@
 import json
 import os
 import pwd
+import shutil
 import signal
 import socket
 import sqlite3
@@ -273,9 +274,16 @@ def browser():
               "--window-size=1200,900", "--no-first-run", "--disable-extensions"):
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(30)
+    # chromium leaves its singleton socket dir (org.chromium.Chromium.*) in $TMPDIR: give it
+    # a private one, removed with the browser.
+    tmp = tempfile.mkdtemp(prefix="hive-chromium-")
     try:
-        yield driver
+        service = Service(CHROMEDRIVER, env={**os.environ, "TMPDIR": tmp})
+        driver = webdriver.Chrome(service=service, options=opts)
+        driver.set_page_load_timeout(30)
+        try:
+            yield driver
+        finally:
+            driver.quit()
     finally:
-        driver.quit()
+        shutil.rmtree(tmp, ignore_errors=True)
