@@ -153,6 +153,13 @@ static const char *const migrations[] = {
         "  PRIMARY KEY (agent, request_id)"
         ") WITHOUT ROWID;"
         "CREATE INDEX request_ids_at ON request_ids(at);",
+        /* 7 → 8: the indexes behind `recent` become (recipient) and (sender).  With the row
+         * id as their last column they give a party's newest messages without reading and
+         * sorting its whole history; sent_at in them served no query. */
+        "DROP INDEX messages_recent_to;"
+        "DROP INDEX messages_recent_from;"
+        "CREATE INDEX messages_to ON messages(recipient);"
+        "CREATE INDEX messages_from ON messages(sender);",
 };
 
 int store_sqlite_errno(Store *s, int rc, const char *what)

@@ -271,6 +271,13 @@ static void test_set_paused(void **state)
         }
 }
 
+/* Turns a database of schema 8 back into one of schema 7 (for the tests of older versions,
+ * which undo the later steps too). */
+#define UNDO_8                                                                                     \
+        "DROP INDEX messages_to; DROP INDEX messages_from; "                                       \
+        "CREATE INDEX messages_recent_to ON messages(recipient, sent_at); "                        \
+        "CREATE INDEX messages_recent_from ON messages(sender, sent_at); "
+
 /* Schema 5 → 6 adds needs_login to a database that has agents, defaulting to false. */
 static void test_migrate_adds_needs_login(void **state)
 {
@@ -278,8 +285,8 @@ static void test_migrate_adds_needs_login(void **state)
         open_store(fx);
         insert(fx->store, "old", "running");
         fx->store = store_close(fx->store);
-        sql_exec(fx->db, "DROP TABLE request_ids; ALTER TABLE agents DROP COLUMN needs_login; "
-                         "PRAGMA user_version = 5;");
+        sql_exec(fx->db, UNDO_8 "DROP TABLE request_ids; ALTER TABLE agents DROP COLUMN "
+                                "needs_login; PRAGMA user_version = 5;");
 
         open_store(fx);
         int v = -1;
@@ -304,7 +311,7 @@ static void test_migrate_adds_request_ids(void **state)
         open_store(fx);
         insert(fx->store, "old", "running");
         fx->store = store_close(fx->store);
-        sql_exec(fx->db, "DROP TABLE request_ids; PRAGMA user_version = 6;");
+        sql_exec(fx->db, UNDO_8 "DROP TABLE request_ids; PRAGMA user_version = 6;");
 
         open_store(fx);
         int v = -1;
@@ -319,6 +326,37 @@ static void test_migrate_adds_request_ids(void **state)
         free(n);
         n = sql_value(fx->db, "SELECT COUNT(*) FROM agents WHERE name = 'old'");
         assert_string_equal(n, "1");
+        free(n);
+}
+
+/* Schema 7 → 8 replaces the (party, sent_at) message indexes with (party) ones, keeping the
+ * messages. */
+static void test_migrate_indexes_messages_by_party(void **state)
+{
+        Fixture *fx = *state;
+        open_store(fx);
+        fx->store = store_close(fx->store);
+        sql_exec(fx->db, UNDO_8 "INSERT INTO messages (sender, recipient, body, sent_at) "
+                                "VALUES ('a', 'b', 'kept', 1); PRAGMA user_version = 7;");
+
+        open_store(fx);
+        int v = -1;
+        assert_int_equal(store_get_version(fx->store, &v), 0);
+        assert_int_equal(v, store_schema_version());
+        assert_true(v >= 8);
+        fx->store = store_close(fx->store);
+        char *n = sql_value(fx->db, "SELECT group_concat(name || ':' || sql, ' | ') FROM "
+                                    "(SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                                    "AND name LIKE 'messages\\_%' ESCAPE '\\' ORDER BY name)");
+        assert_string_equal(
+                n, "messages_acked:CREATE INDEX messages_acked ON messages(acked_at) WHERE "
+                   "acked_at IS NOT NULL | messages_from:CREATE INDEX messages_from ON "
+                   "messages(sender) | messages_inbox:CREATE INDEX messages_inbox ON "
+                   "messages(recipient, id) WHERE acked_at IS NULL | messages_to:CREATE INDEX "
+                   "messages_to ON messages(recipient)");
+        free(n);
+        n = sql_value(fx->db, "SELECT body FROM messages WHERE sender = 'a'");
+        assert_string_equal(n, "kept");
         free(n);
 }
 
@@ -506,6 +544,7 @@ int main(void)
                 T(test_set_paused),
                 T(test_migrate_adds_needs_login),
                 T(test_migrate_adds_request_ids),
+                T(test_migrate_indexes_messages_by_party),
                 T(test_set_harness),
                 T(test_list_sorted),
                 T(test_list_empty),
