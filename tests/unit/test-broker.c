@@ -798,16 +798,6 @@ static void test_unacked(void **state)
         json_decref(arr);
 }
 
-/* sqlite's VM steps run by the store's statements since the last call; resets them. */
-static long vm_steps(Store *s)
-{
-        long n = 0;
-        for (sqlite3_stmt *st = sqlite3_next_stmt(store_db(s), NULL); st;
-             st = sqlite3_next_stmt(store_db(s), st))
-                n += sqlite3_stmt_status(st, SQLITE_STMTSTATUS_VM_STEP, 1);
-        return n;
-}
-
 /* An inbox costs as much to read with a long history as with none: what is still to be
  * acked is read through the inbox index, and `recent` reads only the newest rows.  Counted in
  * sqlite's VM steps (five or more per row read), against a history of 2 × HISTORY acked messages
@@ -825,37 +815,37 @@ static void test_queries_do_not_read_the_history(void **state)
         }
         int64_t fresh = send_msg(s, "bob", "alice", "fresh");
         assert_int_equal(store_batch_commit(s), 0);
-        (void)vm_steps(s);
+        (void)tu_vm_steps(s);
 
         assert_int_equal(broker_available(s, "alice"), 1);
-        assert_in_range(vm_steps(s), 1, MAX_STEPS);
+        assert_in_range(tu_vm_steps(s), 1, MAX_STEPS);
 
         int64_t total = -1, leased = -1;
         assert_int_equal(broker_depth(s, "alice", &total, &leased), 0);
         assert_int_equal(total, 1);
-        assert_in_range(vm_steps(s), 1, MAX_STEPS);
+        assert_in_range(tu_vm_steps(s), 1, MAX_STEPS);
 
         json_t *arr = json_array();
         assert_int_equal(broker_unacked(s, "alice", 10, arr), 0);
         assert_int_equal(json_array_size(arr), 1);
         assert_int_equal(msg_id(arr, 0), fresh);
         json_decref(arr);
-        assert_in_range(vm_steps(s), 1, MAX_STEPS);
+        assert_in_range(tu_vm_steps(s), 1, MAX_STEPS);
 
         arr = json_array();
         assert_int_equal(broker_recent(s, "alice", 5, arr), 0);
         assert_int_equal(json_array_size(arr), 5);
         assert_int_equal(msg_id(arr, 4), fresh); /* oldest first, ending with the newest */
         json_decref(arr);
-        assert_in_range(vm_steps(s), 1, MAX_STEPS);
+        assert_in_range(tu_vm_steps(s), 1, MAX_STEPS);
 
         int64_t got = -1;
         assert_int_equal(lease(s, "alice", 5, LONG_LEASE_MS, &got, 1), 1);
         assert_int_equal(got, fresh);
-        assert_in_range(vm_steps(s), 1, MAX_STEPS);
+        assert_in_range(tu_vm_steps(s), 1, MAX_STEPS);
 
         assert_int_equal(broker_release(s, "alice", NULL, 0), 1);
-        assert_in_range(vm_steps(s), 1, MAX_STEPS);
+        assert_in_range(tu_vm_steps(s), 1, MAX_STEPS);
 }
 
 /* ---- vacuum ---- */

@@ -590,6 +590,33 @@ static void test_list_open(void **state)
         json_decref(opts);
 }
 
+/* Listing open questions costs as much with a long history of answered ones as with none. */
+static void test_list_open_does_not_read_the_answered(void **state)
+{
+        Fixture *fx = *state;
+        Store *s = fx->store;
+        enum { ANSWERED = 500, MAX_STEPS = 300 };
+        for (int i = 0; i < ANSWERED; i++) {
+                int64_t q = ask(s, "alice", "bob", "old", NULL, false, 0);
+                assert_int_equal(questions_answer(s, q, "bob", "done", false, NULL), 0);
+        }
+        int64_t open = ask(s, "alice", "bob", "open", NULL, false, 0);
+        (void)tu_vm_steps(s);
+
+        json_t *arr = json_array();
+        assert_int_equal(questions_list_open(s, "alice", arr), 0);
+        assert_int_equal(json_array_size(arr), 1);
+        assert_int_equal(json_integer_value(json_object_get(json_array_get(arr, 0), "id")), open);
+        json_decref(arr);
+        assert_in_range(tu_vm_steps(s), 1, MAX_STEPS);
+
+        arr = json_array();
+        assert_int_equal(questions_list_open(s, NULL, arr), 0);
+        assert_int_equal(json_array_size(arr), 1);
+        json_decref(arr);
+        assert_in_range(tu_vm_steps(s), 1, MAX_STEPS);
+}
+
 int main(void)
 {
         log_set_max_level(LOG_CRIT);
@@ -611,6 +638,7 @@ int main(void)
                 T(test_expire_operator_asker_not_listed),
                 T(test_next_deadline),
                 T(test_list_open),
+                T(test_list_open_does_not_read_the_answered),
         };
         return cmocka_run_group_tests_name("questions", tests, NULL, NULL);
 }

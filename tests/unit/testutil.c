@@ -154,3 +154,12 @@ void tu_sleep_ms(long ms)
         while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
                 ;
 }
+
+long tu_vm_steps(Store *s)
+{
+        long n = 0;
+        for (sqlite3_stmt *st = sqlite3_next_stmt(store_db(s), NULL); st;
+             st = sqlite3_next_stmt(store_db(s), st))
+                n += sqlite3_stmt_status(st, SQLITE_STMTSTATUS_VM_STEP, 1);
+        return n;
+}

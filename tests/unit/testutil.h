@@ -45,3 +45,6 @@ int64_t tu_sql_int(Store *s, const char *sql, int64_t arg);
 int64_t tu_db_int(sqlite3 *db, const char *sql, int64_t arg);
 /* The same for a text column; returns it malloc'ed, or NULL for SQL NULL. */
 char *tu_sql_text(Store *s, const char *sql, int64_t arg);
+/* sqlite's VM steps run by the store's prepared statements since the last call, and resets
+ * them: what a query costs, which a scan of a table's whole history multiplies. */
+long tu_vm_steps(Store *s);
