@@ -237,6 +237,10 @@ static int store_migrate(Store *s)
                                        "database schema version %d is newer than this hive-c0re "
                                        "understands (%d); run a newer hive-c0re",
                                        v, store_schema_version());
+        if (v > 0 && v < store_schema_version())
+                log_info("upgrading the database from schema version %d to %d (a large one "
+                         "may take a few seconds)",
+                         v, store_schema_version());
         for (; v < store_schema_version(); v++) {
                 r = store_exec(s, "BEGIN IMMEDIATE");
                 if (r < 0)
