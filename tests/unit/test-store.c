@@ -50,6 +50,16 @@ static void open_store(Fixture *fx)
         assert_non_null(fx->store);
 }
 
+/* Opens the store and checks it was brought to the newest schema, at least version min. */
+static void open_store_migrated(Fixture *fx, int min)
+{
+        open_store(fx);
+        int v = -1;
+        assert_int_equal(store_get_version(fx->store, &v), 0);
+        assert_int_equal(v, store_schema_version());
+        assert_true(v >= min);
+}
+
 static void insert(Store *s, const char *name, const char *status)
 {
         AgentRecord a = {.name = (char *)name, .status = (char *)status};
@@ -288,11 +298,7 @@ static void test_migrate_adds_needs_login(void **state)
         sql_exec(fx->db, UNDO_8 "DROP TABLE request_ids; ALTER TABLE agents DROP COLUMN "
                                 "needs_login; PRAGMA user_version = 5;");
 
-        open_store(fx);
-        int v = -1;
-        assert_int_equal(store_get_version(fx->store, &v), 0);
-        assert_int_equal(v, store_schema_version());
-        assert_true(v >= 6);
+        open_store_migrated(fx, 6);
         AgentRecord got;
         assert_int_equal(store_agent_get(fx->store, "old", &got), 0);
         assert_false(got.needs_login);
@@ -313,11 +319,7 @@ static void test_migrate_adds_request_ids(void **state)
         fx->store = store_close(fx->store);
         sql_exec(fx->db, UNDO_8 "DROP TABLE request_ids; PRAGMA user_version = 6;");
 
-        open_store(fx);
-        int v = -1;
-        assert_int_equal(store_get_version(fx->store, &v), 0);
-        assert_int_equal(v, store_schema_version());
-        assert_true(v >= 7);
+        open_store_migrated(fx, 7);
         fx->store = store_close(fx->store);
         char *n = sql_value(fx->db, "SELECT COUNT(*) FROM sqlite_master WHERE "
                                     "(name = 'request_ids' AND sql LIKE '%WITHOUT ROWID') OR "
@@ -339,11 +341,7 @@ static void test_migrate_indexes_messages_by_party(void **state)
         sql_exec(fx->db, UNDO_8 "INSERT INTO messages (sender, recipient, body, sent_at) "
                                 "VALUES ('a', 'b', 'kept', 1); PRAGMA user_version = 7;");
 
-        open_store(fx);
-        int v = -1;
-        assert_int_equal(store_get_version(fx->store, &v), 0);
-        assert_int_equal(v, store_schema_version());
-        assert_true(v >= 8);
+        open_store_migrated(fx, 8);
         fx->store = store_close(fx->store);
         char *n = sql_value(fx->db, "SELECT group_concat(name || ':' || sql, ' | ') FROM "
                                     "(SELECT name, sql FROM sqlite_master WHERE type = 'index' "

@@ -51,15 +51,22 @@ static void wait_notified(int efd)
         assert_int_equal(read(efd, &v, sizeof(v)), sizeof(v));
 }
 
-static void test_flusher_flushes_up_to_the_mark(void **state)
+/* A flusher for a file of some frames in the fixture's dir, notifying *efd (made here). */
+static WalFlush *start_flusher(Fixture *fx, int *efd)
 {
-        Fixture *fx = *state;
         _cleanup_free_ char *path = NULL;
         assert_true(asprintf(&path, "%s/file-wal", fx->dir) > 0);
         assert_int_equal(tu_write_file(path, "frames"), 0);
-        int efd = eventfd(0, EFD_CLOEXEC);
+        *efd = eventfd(0, EFD_CLOEXEC);
         WalFlush *f = NULL;
-        assert_int_equal(walflush_new(path, notify_efd, &efd, &f), 0);
+        assert_int_equal(walflush_new(path, notify_efd, efd, &f), 0);
+        return f;
+}
+
+static void test_flusher_flushes_up_to_the_mark(void **state)
+{
+        int efd;
+        WalFlush *f = start_flusher(*state, &efd);
         assert_int_equal(walflush_flushed(f), 0);
 
         walflush_request(f, 3);
@@ -122,14 +129,9 @@ static void test_flusher_reports_errors(void **state)
  * waits run out, it stops waiting. */
 static void test_flusher_gathers_the_next_wave(void **state)
 {
-        Fixture *fx = *state;
         const uint64_t gather = 3 * 1000 * 1000; /* far beyond any scheduling delay */
-        _cleanup_free_ char *path = NULL;
-        assert_true(asprintf(&path, "%s/file-wal", fx->dir) > 0);
-        assert_int_equal(tu_write_file(path, "frames"), 0);
-        int efd = eventfd(0, EFD_CLOEXEC);
-        WalFlush *f = NULL;
-        assert_int_equal(walflush_new(path, notify_efd, &efd, &f), 0);
+        int efd;
+        WalFlush *f = start_flusher(*state, &efd);
         walflush_set_gather(f, gather);
 
         /* The first flush waits for nothing. */
