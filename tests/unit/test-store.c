@@ -281,8 +281,12 @@ static void test_set_paused(void **state)
         }
 }
 
-/* Turns a database of schema 8 back into one of schema 7 (for the tests of older versions,
- * which undo the later steps too). */
+/* Turn a database of the newest schema back into one of schema 8 or 7 (for the tests of
+ * older versions, which undo the later steps too). */
+#define UNDO_9                                                                                     \
+        "DROP INDEX messages_to; DROP INDEX messages_from; "                                       \
+        "CREATE INDEX messages_to ON messages(recipient); "                                        \
+        "CREATE INDEX messages_from ON messages(sender); "
 #define UNDO_8                                                                                     \
         "DROP INDEX messages_to; DROP INDEX messages_from; "                                       \
         "CREATE INDEX messages_recent_to ON messages(recipient, sent_at); "                        \
@@ -331,31 +335,38 @@ static void test_migrate_adds_request_ids(void **state)
         free(n);
 }
 
-/* Schema 7 → 8 replaces the (party, sent_at) message indexes with (party) ones, keeping the
- * messages. */
-static void test_migrate_indexes_messages_by_party(void **state)
+/* Schema 7 → 8 → 9: the (party, sent_at) message indexes become (party) ones, then (block,
+ * party) ones, keeping the messages; a database of schema 8 takes the last step alone. */
+static void test_migrate_indexes_messages_by_block(void **state)
 {
         Fixture *fx = *state;
-        open_store(fx);
-        fx->store = store_close(fx->store);
-        sql_exec(fx->db, UNDO_8 "INSERT INTO messages (sender, recipient, body, sent_at) "
-                                "VALUES ('a', 'b', 'kept', 1); PRAGMA user_version = 7;");
+        for (int from = 7; from <= 8; from++) {
+                open_store(fx);
+                fx->store = store_close(fx->store);
+                char sql[512];
+                snprintf(sql, sizeof(sql),
+                         "%s INSERT INTO messages (sender, recipient, body, sent_at) "
+                         "VALUES ('a', 'b', 'kept', 1); PRAGMA user_version = %d;",
+                         from == 7 ? UNDO_8 : UNDO_9, from);
+                sql_exec(fx->db, sql);
 
-        open_store_migrated(fx, 8);
-        fx->store = store_close(fx->store);
-        char *n = sql_value(fx->db, "SELECT group_concat(name || ':' || sql, ' | ') FROM "
-                                    "(SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-                                    "AND name LIKE 'messages\\_%' ESCAPE '\\' ORDER BY name)");
-        assert_string_equal(
-                n, "messages_acked:CREATE INDEX messages_acked ON messages(acked_at) WHERE "
-                   "acked_at IS NOT NULL | messages_from:CREATE INDEX messages_from ON "
-                   "messages(sender) | messages_inbox:CREATE INDEX messages_inbox ON "
-                   "messages(recipient, id) WHERE acked_at IS NULL | messages_to:CREATE INDEX "
-                   "messages_to ON messages(recipient)");
-        free(n);
-        n = sql_value(fx->db, "SELECT body FROM messages WHERE sender = 'a'");
-        assert_string_equal(n, "kept");
-        free(n);
+                open_store_migrated(fx, 9);
+                fx->store = store_close(fx->store);
+                char *n = sql_value(fx->db, "SELECT group_concat(name || ':' || sql, ' | ') FROM "
+                                            "(SELECT name, sql FROM sqlite_master WHERE type = "
+                                            "'index' AND name LIKE 'messages\\_%' ESCAPE '\\' "
+                                            "ORDER BY name)");
+                assert_string_equal(
+                        n, "messages_acked:CREATE INDEX messages_acked ON messages(acked_at) WHERE "
+                           "acked_at IS NOT NULL | messages_from:CREATE INDEX messages_from ON "
+                           "messages(id >> 10, sender) | messages_inbox:CREATE INDEX "
+                           "messages_inbox ON messages(recipient, id) WHERE acked_at IS NULL | "
+                           "messages_to:CREATE INDEX messages_to ON messages(id >> 10, recipient)");
+                free(n);
+                n = sql_value(fx->db, "SELECT group_concat(body) FROM messages WHERE sender = 'a'");
+                assert_string_equal(n, from == 7 ? "kept" : "kept,kept");
+                free(n);
+        }
 }
 
 static void test_set_harness(void **state)
@@ -542,7 +553,7 @@ int main(void)
                 T(test_set_paused),
                 T(test_migrate_adds_needs_login),
                 T(test_migrate_adds_request_ids),
-                T(test_migrate_indexes_messages_by_party),
+                T(test_migrate_indexes_messages_by_block),
                 T(test_set_harness),
                 T(test_list_sorted),
                 T(test_list_empty),
