@@ -84,8 +84,12 @@ json_t *proto_response_new(void);
 /* {"version":1,"ok":false,"error":…[,"error_code":…]}; error_code may be NULL. */
 json_t *proto_error_new(const char *error, const char *error_code);
 
-/* Serialises j compactly followed by '\n'.  Returns a malloc'ed string (length in
- * *ret_len when non-NULL), or NULL on allocation failure. */
+/* How deep proto_dump_line follows nested objects and arrays (as deep as jansson parses). */
+#define PROTO_DUMP_DEPTH_MAX 2048
+
+/* Serialises an object or array j exactly as json_dumps(j, JSON_COMPACT) does, followed by
+ * '\n'.  Returns a malloc'ed string (length in *ret_len when non-NULL), or NULL on allocation
+ * failure, for another kind of j, or past PROTO_DUMP_DEPTH_MAX levels. */
 char *proto_dump_line(const json_t *j, size_t *ret_len);
 
 /* Checks a response envelope.  Returns 1 if ok is true, 0 if the daemon refused (then

@@ -510,6 +510,70 @@ static void test_dump_line_no_len(void **state)
         json_decref(j);
 }
 
+/* The line is what jansson's own compact dump says, byte for byte, plus the newline. */
+static void expect_as_jansson(json_t *j)
+{
+        assert_non_null(j);
+        char *want = json_dumps(j, JSON_COMPACT);
+        assert_non_null(want);
+        size_t len = 0;
+        char *got = proto_dump_line(j, &len);
+        assert_non_null(got);
+        assert_int_equal(len, strlen(want) + 1);
+        assert_memory_equal(got, want, len - 1);
+        assert_int_equal(got[len - 1], '\n');
+        assert_int_equal(got[len], '\0');
+        free(got);
+        free(want);
+        json_decref(j);
+}
+
+static void test_dump_line_as_jansson(void **state)
+{
+        char every[128];
+        for (int c = 1; c < 128; c++)
+                every[c - 1] = (char)c;
+        every[127] = '\0';
+        char big[5000];
+        memset(big, 'x', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        big[100] = '"';
+        big[4000] = '\n';
+
+        expect_as_jansson(json_pack("{s:s}", "every", every));
+        expect_as_jansson(json_pack("{s:s}", every, "the key"));
+        expect_as_jansson(json_pack("{s:s, s:s}", "utf8",
+                                    "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x90\x9d", "big", big));
+        expect_as_jansson(json_pack("[s#, s, s]", "a\0b", (int)3, "", "/"));
+        expect_as_jansson(json_pack("{s:I, s:I, s:I, s:I}", "zero", (json_int_t)0, "neg",
+                                    (json_int_t)-1, "min", (json_int_t)INT64_MIN, "max",
+                                    (json_int_t)INT64_MAX));
+        expect_as_jansson(json_pack("[f, f, f, f, f]", 0.1, 1e300, -0.0, 3.0, -2.5e-7));
+        expect_as_jansson(json_pack("{s:b, s:b, s:n}", "t", 1, "f", 0, "n"));
+        expect_as_jansson(
+                json_pack("{s:{}, s:[], s:[[], {}, [{s:[i]}]]}", "o", "a", "nest", "k", 1));
+        expect_as_jansson(json_array());
+        expect_as_jansson(json_object());
+
+        /* Only containers, as json_dumps without JSON_ENCODE_ANY; nothing deeper than jansson
+         * parses. */
+        json_t *str = json_string("s");
+        assert_null(proto_dump_line(str, NULL));
+        json_decref(str);
+        json_t *deep = json_array(), *inner = deep;
+        for (int i = 0; i < PROTO_DUMP_DEPTH_MAX; i++) {
+                json_t *a = json_array();
+                json_array_append_new(inner, a);
+                inner = a;
+        }
+        char *line = proto_dump_line(deep, NULL);
+        assert_non_null(line);
+        free(line);
+        json_array_append_new(inner, json_array());
+        assert_null(proto_dump_line(deep, NULL));
+        json_decref(deep);
+}
+
 static void test_request_id_valid(void **state)
 {
         assert_true(proto_request_id_valid("abcdefgh"));
@@ -625,6 +689,7 @@ int main(void)
                 cmocka_unit_test(test_response_new),
                 cmocka_unit_test(test_error_new),
                 cmocka_unit_test(test_dump_line_no_len),
+                cmocka_unit_test(test_dump_line_as_jansson),
                 cmocka_unit_test(test_response_check),
                 cmocka_unit_test(test_request_id_valid),
                 cmocka_unit_test(test_verb_takes_request_id),
