@@ -232,7 +232,7 @@ int dispatch_line(const VerbTable *t, void *userdata, void *origin, const char *
         json_t *resp = NULL;
 
         json_error_t jerr;
-        json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+        json_t *req = proto_parse_line(line, len, &jerr);
         if (!req)
                 dispatch_fail(&ctx, -EBADMSG, "the request is not valid JSON: %s (column %d)",
                               jerr.text, jerr.column);

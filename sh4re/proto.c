@@ -248,6 +248,282 @@ json_t *proto_error_new(const char *error, const char *error_code)
         return j;
 }
 
+/* proto_parse_line's fast path.  jansson's lexer reads a line one character at a time
+ * through a stream and decodes each as UTF-8, which made parsing most of the cost of a `send`
+ * request with its message body.  This parser takes only what it can parse exactly as jansson
+ * does: objects, arrays, strings with the short escapes and valid UTF-8, integers of up to 18
+ * digits, true, false and null, at most FAST_DEPTH_MAX deep, nothing after the value but
+ * whitespace.  On anything else (\u escapes, fractions and exponents, a duplicate key, any
+ * error) it gives up, and jansson parses the line: jansson is the one that refuses a line
+ * and says why. */
+#define FAST_DEPTH_MAX 32
+
+typedef struct {
+        const unsigned char *p, *end;
+        char *scratch; /* unescaped strings, as long as the line */
+} Fast;
+
+static void fast_ws(Fast *f)
+{
+        while (f->p < f->end && (*f->p == ' ' || *f->p == '\t' || *f->p == '\n' || *f->p == '\r'))
+                f->p++;
+}
+
+/* The length of the valid UTF-8 sequence at p (first byte >= 0x80), or 0. */
+static size_t fast_utf8(const unsigned char *p, const unsigned char *end)
+{
+        unsigned char c = p[0];
+        size_t n;
+        unsigned char lo = 0x80, hi = 0xbf; /* the range of the second byte */
+        if (c >= 0xc2 && c <= 0xdf)
+                n = 2;
+        else if (c >= 0xe0 && c <= 0xef) {
+                n = 3;
+                if (c == 0xe0)
+                        lo = 0xa0; /* no overlong forms */
+                else if (c == 0xed)
+                        hi = 0x9f; /* no surrogates */
+        } else if (c >= 0xf0 && c <= 0xf4) {
+                n = 4;
+                if (c == 0xf0)
+                        lo = 0x90;
+                else if (c == 0xf4)
+                        hi = 0x8f; /* nothing past U+10FFFF */
+        } else
+                return 0;
+        if ((size_t)(end - p) < n || p[1] < lo || p[1] > hi)
+                return 0;
+        for (size_t i = 2; i < n; i++)
+                if ((p[i] & 0xc0) != 0x80)
+                        return 0;
+        return n;
+}
+
+/* A string, f->p just past its opening quote.  Points *ret into the line, or into the
+ * scratch buffer when it had escapes. */
+static bool fast_string(Fast *f, const char **ret, size_t *ret_len)
+{
+        const unsigned char *start = f->p;
+        char *out = NULL;
+        size_t n = 0;
+        while (f->p < f->end) {
+                unsigned char c = *f->p;
+                if (c == '"') {
+                        *ret = out ? out : (const char *)start;
+                        *ret_len = out ? n : (size_t)(f->p - start);
+                        f->p++;
+                        return true;
+                }
+                if (c < 0x20)
+                        return false;
+                if (c >= 0x80) {
+                        size_t k = fast_utf8(f->p, f->end);
+                        if (k == 0)
+                                return false;
+                        if (out)
+                                memcpy(out + n, f->p, k), n += k;
+                        f->p += k;
+                        continue;
+                }
+                if (c != '\\') {
+                        if (out)
+                                out[n++] = (char)c;
+                        f->p++;
+                        continue;
+                }
+                if (!out) { /* the first escape: what came before goes to the scratch */
+                        out = f->scratch;
+                        n = (size_t)(f->p - start);
+                        memcpy(out, start, n);
+                }
+                if (f->end - f->p < 2)
+                        return false;
+                switch (f->p[1]) {
+                case '"':
+                case '\\':
+                case '/':
+                        out[n++] = (char)f->p[1];
+                        break;
+                case 'b':
+                        out[n++] = '\b';
+                        break;
+                case 'f':
+                        out[n++] = '\f';
+                        break;
+                case 'n':
+                        out[n++] = '\n';
+                        break;
+                case 'r':
+                        out[n++] = '\r';
+                        break;
+                case 't':
+                        out[n++] = '\t';
+                        break;
+                default:
+                        return false; /* \u and anything else: jansson's */
+                }
+                f->p += 2;
+        }
+        return false;
+}
+
+static json_t *fast_value(Fast *f, int depth);
+
+static json_t *fast_object(Fast *f, int depth)
+{
+        json_t *o = json_object();
+        if (!o)
+                return NULL;
+        fast_ws(f);
+        if (f->p < f->end && *f->p == '}') {
+                f->p++;
+                return o;
+        }
+        for (;;) {
+                const char *key;
+                size_t key_len;
+                if (f->p >= f->end || *f->p != '"')
+                        break;
+                f->p++;
+                if (!fast_string(f, &key, &key_len) || json_object_getn(o, key, key_len))
+                        break; /* a duplicate: jansson refuses it */
+                /* The key may sit in the scratch buffer, which the value may reuse. */
+                char kbuf[128];
+                if (key_len >= sizeof(kbuf))
+                        break;
+                memcpy(kbuf, key, key_len);
+                fast_ws(f);
+                if (f->p >= f->end || *f->p != ':')
+                        break;
+                f->p++;
+                fast_ws(f);
+                json_t *v = fast_value(f, depth + 1);
+                if (!v || json_object_setn_new_nocheck(o, kbuf, key_len, v) < 0)
+                        break;
+                fast_ws(f);
+                if (f->p < f->end && *f->p == ',') {
+                        f->p++;
+                        fast_ws(f);
+                        continue;
+                }
+                if (f->p < f->end && *f->p == '}') {
+                        f->p++;
+                        return o;
+                }
+                break;
+        }
+        json_decref(o);
+        return NULL;
+}
+
+static json_t *fast_array(Fast *f, int depth)
+{
+        json_t *a = json_array();
+        if (!a)
+                return NULL;
+        fast_ws(f);
+        if (f->p < f->end && *f->p == ']') {
+                f->p++;
+                return a;
+        }
+        for (;;) {
+                json_t *v = fast_value(f, depth + 1);
+                if (!v || json_array_append_new(a, v) < 0)
+                        break;
+                fast_ws(f);
+                if (f->p < f->end && *f->p == ',') {
+                        f->p++;
+                        fast_ws(f);
+                        continue;
+                }
+                if (f->p < f->end && *f->p == ']') {
+                        f->p++;
+                        return a;
+                }
+                break;
+        }
+        json_decref(a);
+        return NULL;
+}
+
+static json_t *fast_number(Fast *f)
+{
+        bool neg = f->p < f->end && *f->p == '-';
+        const unsigned char *q = f->p + neg;
+        const unsigned char *digits = q;
+        json_int_t v = 0;
+        size_t n = 0;
+        while (q < f->end && *q >= '0' && *q <= '9') {
+                if (++n > 18)
+                        return NULL; /* may not fit: jansson's */
+                v = v * 10 + (*q++ - '0');
+        }
+        if (n == 0 || (n > 1 && *digits == '0'))
+                return NULL;
+        if (q < f->end && (*q == '.' || *q == 'e' || *q == 'E'))
+                return NULL; /* a real: jansson's digits */
+        f->p = q;
+        return json_integer(neg ? -v : v);
+}
+
+static bool fast_word(Fast *f, const char *w, size_t n)
+{
+        if ((size_t)(f->end - f->p) < n || memcmp(f->p, w, n) != 0)
+                return false;
+        f->p += n;
+        return true;
+}
+
+static json_t *fast_value(Fast *f, int depth)
+{
+        if (depth > FAST_DEPTH_MAX || f->p >= f->end)
+                return NULL;
+        switch (*f->p) {
+        case '{':
+                f->p++;
+                return fast_object(f, depth);
+        case '[':
+                f->p++;
+                return fast_array(f, depth);
+        case '"': {
+                const char *v;
+                size_t n;
+                f->p++;
+                return fast_string(f, &v, &n) ? json_stringn_nocheck(v, n) : NULL;
+        }
+        case 't':
+                return fast_word(f, "true", 4) ? json_true() : NULL;
+        case 'f':
+                return fast_word(f, "false", 5) ? json_false() : NULL;
+        case 'n':
+                return fast_word(f, "null", 4) ? json_null() : NULL;
+        default:
+                return fast_number(f);
+        }
+}
+
+json_t *proto_parse_line(const char *line, size_t len, json_error_t *err)
+{
+        char small[512];
+        Fast f = {(const unsigned char *)line, (const unsigned char *)line + len, small};
+        if (len > sizeof(small))
+                f.scratch = malloc(len);
+        json_t *j = NULL;
+        if (f.scratch) {
+                fast_ws(&f);
+                if (f.p < f.end && (*f.p == '{' || *f.p == '['))
+                        j = fast_value(&f, 0);
+                fast_ws(&f);
+                if (j && f.p != f.end) {
+                        json_decref(j);
+                        j = NULL;
+                }
+        }
+        if (f.scratch != small)
+                free(f.scratch);
+        return j ? j : json_loadb(line, len, JSON_REJECT_DUPLICATES, err);
+}
+
 /* proto_dump_line's own encoder.  It writes what json_dumps(j, JSON_COMPACT) writes, byte for
  * byte, but escapes a string in one pass over its bytes, where jansson decodes every character
  * of it as UTF-8 again (a message body made that most of the cost of an answer).  A json_t

@@ -84,6 +84,11 @@ json_t *proto_response_new(void);
 /* {"version":1,"ok":false,"error":…[,"error_code":…]}; error_code may be NULL. */
 json_t *proto_error_new(const char *error, const char *error_code);
 
+/* Parses a request or answer line as json_loadb(line, len, JSON_REJECT_DUPLICATES, err) does,
+ * with the same result, faster for the plain lines of the hot path.  Returns a new reference,
+ * or NULL with *err set (err may be NULL). */
+json_t *proto_parse_line(const char *line, size_t len, json_error_t *err);
+
 /* How deep proto_dump_line follows nested objects and arrays (as deep as jansson parses). */
 #define PROTO_DUMP_DEPTH_MAX 2048
 

@@ -8,8 +8,8 @@
  *     an oversize line, or returns a line after one;
  *   - a response is not one line of JSON ending in exactly one '\n', not an object, lacks
  *     "version":1 or a boolean "ok", or disagrees with dispatch_line()'s return value;
- *   - proto_dump_line() of a line that is a JSON object or array differs from jansson's
- *     json_dumps(JSON_COMPACT). */
+ *   - proto_parse_line() of a line differs from jansson's json_loadb(), or proto_dump_line()
+ *     of what it parsed from jansson's json_dumps(JSON_COMPACT). */
 #include <errno.h>
 #include <ftw.h>
 #include <stdint.h>
@@ -126,29 +126,35 @@ static void check_response(int r, const char *out, size_t out_len, const VerbSpe
         json_decref(j);
 }
 
-/* proto_dump_line, which writes every response, says what jansson's compact dump says. */
-static void check_dump(const char *line, size_t len)
+/* proto_parse_line, which reads every request, gives what jansson gives (the same tree, keys
+ * in the same order, or a refusal), and proto_dump_line, which writes every response, writes
+ * what jansson's compact dump writes. */
+static void check_json(const char *line, size_t len)
 {
-        json_t *j = json_loadb(line, len, 0, NULL);
-        if (!json_is_object(j) && !json_is_array(j)) {
-                json_decref(j);
+        json_t *j = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
+        json_t *fast = proto_parse_line(line, len, NULL);
+        CHECK(!j == !fast);
+        if (!j)
                 return;
-        }
         char *want = json_dumps(j, JSON_COMPACT);
+        char *parsed = json_dumps(fast, JSON_COMPACT);
         size_t got_len = 0;
         char *got = proto_dump_line(j, &got_len);
         if (want) {
+                CHECK(parsed && strcmp(parsed, want) == 0 && json_equal(fast, j));
                 CHECK(got && got_len == strlen(want) + 1);
                 CHECK(memcmp(got, want, got_len - 1) == 0 && got[got_len - 1] == '\n');
         }
         free(got);
+        free(parsed);
         free(want);
+        json_decref(fast);
         json_decref(j);
 }
 
 static void dispatch_one(const char *line, size_t len)
 {
-        check_dump(line, len);
+        check_json(line, len);
         char *out = NULL;
         size_t out_len = 0;
         const VerbSpec *verb = NULL;

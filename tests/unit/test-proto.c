@@ -574,6 +574,91 @@ static void test_dump_line_as_jansson(void **state)
         json_decref(deep);
 }
 
+/* proto_parse_line gives what json_loadb(JSON_REJECT_DUPLICATES) gives: the same tree with
+ * its keys in the same order, or the same refusal. */
+static void expect_parse_as_jansson(const char *line, size_t len)
+{
+        json_error_t want_err, got_err;
+        json_t *want = json_loadb(line, len, JSON_REJECT_DUPLICATES, &want_err);
+        json_t *got = proto_parse_line(line, len, &got_err);
+        if (!want) {
+                assert_null(got);
+                assert_string_equal(got_err.text, want_err.text);
+                assert_int_equal(got_err.column, want_err.column);
+                return;
+        }
+        assert_non_null(got);
+        char *w = json_dumps(want, JSON_COMPACT | JSON_ENCODE_ANY);
+        char *g = json_dumps(got, JSON_COMPACT | JSON_ENCODE_ANY);
+        assert_string_equal(g, w);
+        assert_true(json_equal(got, want));
+        free(w);
+        free(g);
+        json_decref(want);
+        json_decref(got);
+}
+
+static void test_parse_line_as_jansson(void **state)
+{
+        static const char *const lines[] = {
+                "{\"cmd\":\"send\",\"version\":1,\"to\":\"r001\",\"body\":\"seq=1 from=s001 xxx\"}",
+                " \t{ \"cmd\" : \"recv\" , \"wait_seconds\" : 30, \"max\": 1, \"ack\": [12, 13] "
+                "}\r\n ",
+                "{\"b\":\"caf\xc3\xa9 \xe2\x9c\x93 "
+                "\xf0\x9f\x90\x9d\",\"k\\n\\\"y\":\"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\t\"}",
+                "{\"u\":\"\\u00e9\\ud83d\\udc1d\",\"nul\":\"a\\u0000b\"}",
+                "{\"a\":[],\"o\":{},\"n\":[true,false,null,[{\"x\":[-0,0,-12,999999999999999999]}]]"
+                "}",
+                "{\"big\":1234567890123456789,\"neg\":-9223372036854775808,\"over\":"
+                "9223372036854775808}",
+                "{\"r\":1.5,\"e\":1e3,\"E\":-2E-2,\"z\":0.0}",
+                "[1,\"two\",{\"three\":3}]",
+                "{}",
+                "[]",
+                /* refused, each by jansson and with its words */
+                "",
+                "   ",
+                "\"just a string\"",
+                "42",
+                "{\"a\":1,\"a\":2}",
+                "{\"a\":1,}",
+                "[1,]",
+                "{\"a\" 1}",
+                "{\"a\":01}",
+                "{\"a\":-}",
+                "{\"a\":1.}",
+                "{\"a\":tru}",
+                "{\"a\":nul}",
+                "{\"a\":\"\\x\"}",
+                "{\"a\":\"\\u12\"}",
+                "{\"a\":\"\\ud800\"}",
+                "{\"a\":\"tab\there\"}",
+                "{\"a\":\"\xc0\xaf\"}",
+                "{\"a\":\"\xed\xa0\x80\"}",
+                "{\"a\":\"\xf4\x90\x80\x80\"}",
+                "{\"a\":\"\xe2\x9c\"}",
+                "{\"a\":\"unterminated}",
+                "{\"a\":1} trailing",
+                "{\"a\":1}{\"b\":2}",
+                "{\"a\":1",
+                "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]"
+                "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+                "{\"\xff\":1}",
+        };
+        for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+                expect_parse_as_jansson(lines[i], strlen(lines[i]));
+        /* A NUL byte inside or after the value; a long line with escapes (the scratch buffer
+         * on the heap) and a long key. */
+        expect_parse_as_jansson("{\"a\":\"x\0y\"}", 11);
+        expect_parse_as_jansson("{\"a\":1}\0", 8);
+        char big[3000];
+        int n = snprintf(big, sizeof(big), "{\"body\":\"");
+        for (int i = 0; i < 600; i++)
+                n += snprintf(big + n, sizeof(big) - (size_t)n, "a\\\"");
+        snprintf(big + n, sizeof(big) - (size_t)n, "\",\"%0200d\":1}", 7);
+        expect_parse_as_jansson(big, strlen(big));
+}
+
 static void test_request_id_valid(void **state)
 {
         assert_true(proto_request_id_valid("abcdefgh"));
@@ -690,6 +775,7 @@ int main(void)
                 cmocka_unit_test(test_error_new),
                 cmocka_unit_test(test_dump_line_no_len),
                 cmocka_unit_test(test_dump_line_as_jansson),
+                cmocka_unit_test(test_parse_line_as_jansson),
                 cmocka_unit_test(test_response_check),
                 cmocka_unit_test(test_request_id_valid),
                 cmocka_unit_test(test_verb_takes_request_id),
