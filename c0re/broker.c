@@ -49,17 +49,27 @@ int broker_send(Store *s, const char *from, const char *to, const char *body, in
         return 0;
 }
 
+static int set_text(json_t *m, const char *key, sqlite3_stmt *st, int col)
+{
+        const char *text = (const char *)sqlite3_column_text(st, col); /* before its bytes */
+        return json_object_set_new_nocheck(
+                m, key, json_stringn(text, (size_t)sqlite3_column_bytes(st, col)));
+}
+
+/* A message row as a JSON object, built by hand: json_pack parses its format and checks every
+ * key on every call, and this runs for every message delivered. */
 static json_t *message_json(sqlite3_stmt *st)
 {
         char ts[TIMEUTIL_RFC3339_MAX];
         timeutil_rfc3339(sqlite3_column_int64(st, 5) / 1000, ts);
-        json_t *m = json_pack("{s:I, s:s, s:s, s:s, s:s}", "id",
-                              (json_int_t)sqlite3_column_int64(st, 0), "from",
-                              (const char *)sqlite3_column_text(st, 1), "to",
-                              (const char *)sqlite3_column_text(st, 2), "body",
-                              (const char *)sqlite3_column_text(st, 3), "sent_at", ts);
-        if (m && sqlite3_column_type(st, 4) != SQLITE_NULL &&
-            json_object_set_new(m, "in_reply_to", json_integer(sqlite3_column_int64(st, 4))) < 0) {
+        json_t *m = json_object();
+        if (json_object_set_new_nocheck(m, "id", json_integer(sqlite3_column_int64(st, 0))) < 0 ||
+            set_text(m, "from", st, 1) < 0 || set_text(m, "to", st, 2) < 0 ||
+            set_text(m, "body", st, 3) < 0 ||
+            json_object_set_new_nocheck(m, "sent_at", json_string(ts)) < 0 ||
+            (sqlite3_column_type(st, 4) != SQLITE_NULL &&
+             json_object_set_new_nocheck(m, "in_reply_to",
+                                         json_integer(sqlite3_column_int64(st, 4))) < 0)) {
                 json_decref(m);
                 return NULL;
         }
