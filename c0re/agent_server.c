@@ -64,19 +64,31 @@ struct AgentEndpoint {
         Server *srv;
         Waiter *waiters, *waiters_tail;
         AgentEndpoint *next;
+        AgentEndpoint *next_in_bucket;
 };
+
+#define ENDPOINT_BUCKETS 256 /* a power of two */
 
 struct AgentServer {
         Daemon *d;
         AgentEndpoint *endpoints;
+        AgentEndpoint *buckets[ENDPOINT_BUCKETS]; /* by name: every send looks one up twice */
         int timer_fd;
         LoopSource *timer_src;
         unsigned ticks;
 };
 
+static AgentEndpoint **endpoint_bucket(AgentServer *as, const char *name)
+{
+        uint32_t h = 2166136261u; /* FNV-1a */
+        for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+                h = (h ^ *p) * 16777619u;
+        return &as->buckets[h & (ENDPOINT_BUCKETS - 1)];
+}
+
 static AgentEndpoint *endpoint_find(AgentServer *as, const char *name)
 {
-        for (AgentEndpoint *ep = as->endpoints; ep; ep = ep->next)
+        for (AgentEndpoint *ep = *endpoint_bucket(as, name); ep; ep = ep->next_in_bucket)
                 if (strcmp(ep->name, name) == 0)
                         return ep;
         return NULL;
@@ -1139,12 +1151,20 @@ static int endpoint_new(AgentServer *as, const char *name, bool manager)
         }
         ep->next = as->endpoints;
         as->endpoints = ep;
+        AgentEndpoint **b = endpoint_bucket(as, name);
+        ep->next_in_bucket = *b;
+        *b = ep;
         log_debug("serving %s", sock);
         return 0;
 }
 
 static void endpoint_free(AgentEndpoint *ep)
 {
+        for (AgentEndpoint **p = endpoint_bucket(ep->as, ep->name); *p; p = &(*p)->next_in_bucket)
+                if (*p == ep) {
+                        *p = ep->next_in_bucket;
+                        break;
+                }
         ep->srv = server_free(ep->srv); /* drops parked waiters through their callbacks */
         free(ep->name);
         free(ep);
