@@ -328,8 +328,10 @@ static bool fast_string(Fast *f, const char **ret, size_t *ret_len)
                         size_t k = fast_utf8(f->p, f->end);
                         if (k == 0)
                                 return false;
-                        if (out)
-                                memcpy(out + n, f->p, k), n += k;
+                        if (out) {
+                                memcpy(out + n, f->p, k);
+                                n += k;
+                        }
                         f->p += k;
                         continue;
                 }
