@@ -379,23 +379,39 @@ static bool fast_string(Fast *f, const char **ret, size_t *ret_len)
 
 static json_t *fast_value(Fast *f, int depth);
 
+static bool fast_take(Fast *f, unsigned char c)
+{
+        if (f->p >= f->end || *f->p != c)
+                return false;
+        f->p++;
+        return true;
+}
+
+/* After a member or an element: 1 if a comma says another follows, 0 if close ended the
+ * container, -1 for anything else. */
+static int fast_after(Fast *f, unsigned char close)
+{
+        fast_ws(f);
+        if (fast_take(f, ',')) {
+                fast_ws(f);
+                return 1;
+        }
+        return fast_take(f, close) ? 0 : -1;
+}
+
 static json_t *fast_object(Fast *f, int depth)
 {
         json_t *o = json_object();
         if (!o)
                 return NULL;
         fast_ws(f);
-        if (f->p < f->end && *f->p == '}') {
-                f->p++;
+        if (fast_take(f, '}'))
                 return o;
-        }
         for (;;) {
                 const char *key;
                 size_t key_len;
-                if (f->p >= f->end || *f->p != '"')
-                        break;
-                f->p++;
-                if (!fast_string(f, &key, &key_len) || json_object_getn(o, key, key_len))
+                if (!fast_take(f, '"') || !fast_string(f, &key, &key_len) ||
+                    json_object_getn(o, key, key_len))
                         break; /* a duplicate: jansson refuses it */
                 /* The key may sit in the scratch buffer, which the value may reuse. */
                 char kbuf[128];
@@ -403,24 +419,17 @@ static json_t *fast_object(Fast *f, int depth)
                         break;
                 memcpy(kbuf, key, key_len);
                 fast_ws(f);
-                if (f->p >= f->end || *f->p != ':')
+                if (!fast_take(f, ':'))
                         break;
-                f->p++;
                 fast_ws(f);
                 json_t *v = fast_value(f, depth + 1);
                 if (!v || json_object_setn_new_nocheck(o, kbuf, key_len, v) < 0)
                         break;
-                fast_ws(f);
-                if (f->p < f->end && *f->p == ',') {
-                        f->p++;
-                        fast_ws(f);
-                        continue;
-                }
-                if (f->p < f->end && *f->p == '}') {
-                        f->p++;
+                int more = fast_after(f, '}');
+                if (more == 0)
                         return o;
-                }
-                break;
+                if (more < 0)
+                        break;
         }
         json_decref(o);
         return NULL;
@@ -432,25 +441,17 @@ static json_t *fast_array(Fast *f, int depth)
         if (!a)
                 return NULL;
         fast_ws(f);
-        if (f->p < f->end && *f->p == ']') {
-                f->p++;
+        if (fast_take(f, ']'))
                 return a;
-        }
         for (;;) {
                 json_t *v = fast_value(f, depth + 1);
                 if (!v || json_array_append_new(a, v) < 0)
                         break;
-                fast_ws(f);
-                if (f->p < f->end && *f->p == ',') {
-                        f->p++;
-                        fast_ws(f);
-                        continue;
-                }
-                if (f->p < f->end && *f->p == ']') {
-                        f->p++;
+                int more = fast_after(f, ']');
+                if (more == 0)
                         return a;
-                }
-                break;
+                if (more < 0)
+                        break;
         }
         json_decref(a);
         return NULL;
