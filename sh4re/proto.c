@@ -307,6 +307,18 @@ static size_t fast_utf8(const unsigned char *p, const unsigned char *end)
         return n;
 }
 
+/* JSON's short escapes, as pairs: the letter after the backslash, then the byte it stands
+ * for.  short_escape(c, 0) gives the byte of letter c, short_escape(c, 1) the letter of byte c;
+ * -1 if there is none. */
+static int short_escape(unsigned char c, int from)
+{
+        static const char pairs[] = "\"\"\\\\//b\bf\fn\nr\rt\t";
+        for (size_t i = 0; i + 1 < sizeof(pairs); i += 2)
+                if ((unsigned char)pairs[i + from] == c)
+                        return (unsigned char)pairs[i + 1 - from];
+        return -1;
+}
+
 /* A string, f->p just past its opening quote.  Points *ret into the line, or into the
  * scratch buffer when it had escapes. */
 static bool fast_string(Fast *f, const char **ret, size_t *ret_len)
@@ -348,30 +360,10 @@ static bool fast_string(Fast *f, const char **ret, size_t *ret_len)
                 }
                 if (f->end - f->p < 2)
                         return false;
-                switch (f->p[1]) {
-                case '"':
-                case '\\':
-                case '/':
-                        out[n++] = (char)f->p[1];
-                        break;
-                case 'b':
-                        out[n++] = '\b';
-                        break;
-                case 'f':
-                        out[n++] = '\f';
-                        break;
-                case 'n':
-                        out[n++] = '\n';
-                        break;
-                case 'r':
-                        out[n++] = '\r';
-                        break;
-                case 't':
-                        out[n++] = '\t';
-                        break;
-                default:
+                int e = short_escape(f->p[1], 0);
+                if (e < 0)
                         return false; /* \u and anything else: jansson's */
-                }
+                out[n++] = (char)e;
                 f->p += 2;
         }
         return false;
@@ -570,28 +562,12 @@ static int line_put_string(LineBuf *b, const char *s, size_t n)
                 unsigned char c = (unsigned char)s[i];
                 if (c >= 0x20 && c != '"' && c != '\\')
                         continue;
-                char esc[6] = {'\\', (char)c};
+                char esc[6] = {'\\'};
                 size_t len = 2;
-                switch (c) {
-                case '"':
-                case '\\':
-                        break;
-                case '\b':
-                        esc[1] = 'b';
-                        break;
-                case '\f':
-                        esc[1] = 'f';
-                        break;
-                case '\n':
-                        esc[1] = 'n';
-                        break;
-                case '\r':
-                        esc[1] = 'r';
-                        break;
-                case '\t':
-                        esc[1] = 't';
-                        break;
-                default:
+                int e = short_escape(c, 1);
+                if (e >= 0)
+                        esc[1] = (char)e;
+                else {
                         memcpy(esc + 1, "u00", 3);
                         esc[4] = hex[c >> 4];
                         esc[5] = hex[c & 0xf];
