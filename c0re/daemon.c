@@ -193,6 +193,24 @@ static void daemon_wal_upkeep(Daemon *d)
         }
 }
 
+/* The WAL grows to about WAL_FORCE_FRAMES under a load that never pauses, and keeps that
+ * length (sqlite writes it from its start again after a restart); until then every flush
+ * also writes the file's new size.  Pre-writing that length at start-up (about 20 MiB, 30 ms
+ * on the benchmark's disk) makes those flushes the cheaper kind from the first send. */
+static void daemon_prewrite_wal(Daemon *d)
+{
+        int64_t added = 0;
+        uint64_t t0 = timeutil_mono_usec();
+        int r = store_prewrite_wal(d->store, WAL_FORCE_FRAMES + WAL_FORCE_FRAMES / 4, &added);
+        if (r < 0)
+                log_warning_errno(r, "cannot pre-write the WAL file, its first flushes will be "
+                                     "slower: %m");
+        else if (added > 0)
+                log_debug("pre-wrote %.1f MiB of the WAL file in %.0f ms",
+                          (double)added / (1024.0 * 1024.0),
+                          (double)(timeutil_mono_usec() - t0) / 1000.0);
+}
+
 /* The loop is idle: copy the tail if it is (still) ready. */
 static void on_idle(void *userdata)
 {
@@ -370,6 +388,7 @@ static int daemon_start(Daemon *d)
         r = store_manual_checkpoints(d->store);
         if (r < 0)
                 return log_error_errno(r, "cannot configure the database: %m");
+        daemon_prewrite_wal(d);
 
         r = events_new(&d->events);
         if (r < 0)

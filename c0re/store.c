@@ -3,12 +3,15 @@
 #define LOG_SUBSYSTEM "store"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cleanup.h"
 #include "log.h"
@@ -741,6 +744,69 @@ int store_checkpoint(Store *s, int *ret_log, int *ret_done)
         *ret_done = done;
         s->wal_frames = log;
         return 0;
+}
+
+/* Flushing a write that extends a file also writes its new size and block map: on an ext4
+ * disk, an append flushed with fdatasync took 150-190 us against 90 us for the same write
+ * over blocks the file had.  sqlite writes a WAL from its start again after every checkpoint
+ * that copied it all, so once the file is long enough nothing is appended any more; writing
+ * that length at the start brings this forward.  The zeros are safe: sqlite reads a WAL only
+ * as far as its first frame without the header's salt and a valid checksum.  The write lock
+ * (BEGIN IMMEDIATE) keeps every writer, in this process or another, from appending while the
+ * zeros go in past the end. */
+#define WAL_HEADER_BYTES       32
+#define WAL_FRAME_HEADER_BYTES 24
+
+static int prewrite_zeros(int fd, off_t from, off_t to)
+{
+        static char zeros[64 * 1024];
+        for (off_t off = from; off < to;) {
+                size_t n = (size_t)(to - off) < sizeof(zeros) ? (size_t)(to - off) : sizeof(zeros);
+                ssize_t k = pwrite(fd, zeros, n, off);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return -errno;
+                if (k == 0)
+                        return -ENOSPC;
+                off += k;
+        }
+        return fdatasync(fd) < 0 ? -errno : 0;
+}
+
+int store_prewrite_wal(Store *s, int frames, int64_t *ret_added)
+{
+        *ret_added = 0;
+        const char *wal = store_wal_path(s);
+        if (!wal || frames <= 0)
+                return 0;
+        if (s->batch_open)
+                return -EBUSY;
+        int64_t page = 0;
+        int r = store_query_int64(s, "PRAGMA page_size", NULL, &page);
+        if (r < 0)
+                return r;
+        int64_t want = WAL_HEADER_BYTES + (int64_t)frames * (page + WAL_FRAME_HEADER_BYTES);
+        if (want > STORE_WAL_PREWRITE_MAX)
+                want = STORE_WAL_PREWRITE_MAX;
+        r = store_exec(s, "BEGIN IMMEDIATE");
+        if (r < 0)
+                return r;
+        /* Its own descriptor is safe: sqlite keeps no locks on the WAL file itself. */
+        _cleanup_close_ int fd = open(wal, O_WRONLY | O_CLOEXEC);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0)
+                r = -errno;
+        else if (st.st_size < want) {
+                r = prewrite_zeros(fd, st.st_size, want);
+                if (r < 0 && ftruncate(fd, st.st_size) < 0)
+                        log_warning_errno(-errno, "cannot cut %s back to %lld bytes: %m", wal,
+                                          (long long)st.st_size);
+                else if (r == 0)
+                        *ret_added = want - st.st_size;
+        }
+        int c = store_exec(s, "COMMIT"); /* nothing was written: only ends the lock */
+        return r < 0 ? r : c;
 }
 
 int store_stmt(Store *s, const char *sql, sqlite3_stmt **ret)

@@ -150,5 +150,13 @@ int store_wal_frames(Store *s);
  * of them are now in the database file, or a negative errno. */
 int store_checkpoint(Store *s, int *ret_log, int *ret_done);
 
+/* Writes zeros from the WAL file's end until it can hold `frames` frames (at most
+ * STORE_WAL_PREWRITE_MAX bytes) and flushes them, so that commits up to that length overwrite
+ * blocks the file already has instead of appending.  Holds the database's write lock
+ * meanwhile.  Returns 0 with the bytes added (0 when the file was that long already), or a
+ * negative errno, with the file cut back to its length before. */
+#define STORE_WAL_PREWRITE_MAX (32 * 1024 * 1024)
+int store_prewrite_wal(Store *s, int frames, int64_t *ret_added);
+
 /* Milliseconds since the epoch (CLOCK_REALTIME). */
 int64_t store_now_ms(void);

@@ -8,7 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -537,6 +541,129 @@ static void test_crash_counts(void **state)
         assert_int_equal(n, 0);
 }
 
+static int64_t file_size(const char *path)
+{
+        struct stat st;
+        assert_int_equal(stat(path, &st), 0);
+        return st.st_size;
+}
+
+static void insert_agents(Store *s, const char *prefix, int n)
+{
+        for (int i = 0; i < n; i++) {
+                char name[32];
+                snprintf(name, sizeof(name), "%s%03d", prefix, i);
+                insert(s, name, "stopped");
+        }
+        assert_int_equal(store_batch_commit(s), 0);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+        size_t len = 0;
+        char *data = tu_read_file(from, &len);
+        assert_non_null(data);
+        FILE *f = fopen(to, "wb");
+        assert_non_null(f);
+        assert_int_equal(fwrite(data, 1, len, f), len);
+        assert_int_equal(fclose(f), 0);
+        free(data);
+}
+
+/* The agents a database holds as a crash would leave it: the file and its WAL are copied
+ * without the -shm, so sqlite rebuilds the WAL index by reading the WAL file, frame by frame,
+ * as far as the first one that is not valid. */
+static int64_t agents_after_crash(Fixture *fx, const char *name)
+{
+        char *db = NULL, *wal = NULL;
+        assert_true(asprintf(&db, "%s/%s.sqlite", fx->dir, name) > 0);
+        assert_true(asprintf(&wal, "%s-wal", db) > 0);
+        copy_file(fx->db, db);
+        copy_file(store_wal_path(fx->store), wal);
+        char *v = sql_value(db, "SELECT count(*) FROM agents");
+        int64_t n = strtoll(v, NULL, 10);
+        free(v);
+        free(db);
+        free(wal);
+        return n;
+}
+
+static void test_prewrite_wal(void **state)
+{
+        Fixture *fx = *state;
+        open_store(fx);
+        insert_agents(fx->store, "a", 20);
+        const char *wal = store_wal_path(fx->store);
+        size_t before_len = 0;
+        char *before = tu_read_file(wal, &before_len);
+        assert_non_null(before);
+        assert_true(before_len > 32);
+
+        int64_t added = -1;
+        assert_int_equal(store_prewrite_wal(fx->store, 1000, &added), 0);
+        int64_t want = 32 + 1000 * (1024 + 24);
+        assert_int_equal(file_size(wal), want);
+        assert_int_equal(added, want - (int64_t)before_len);
+        size_t after_len = 0;
+        char *after = tu_read_file(wal, &after_len);
+        assert_int_equal(after_len, want);
+        assert_memory_equal(after, before, before_len); /* the frames are left alone */
+        for (size_t i = before_len; i < after_len; i++)
+                if (after[i] != 0)
+                        fail_msg("byte %zu of the pre-written WAL is %d", i, after[i]);
+        free(before);
+        free(after);
+
+        /* Frames written over the zeros, and the zeros after them, read back whole. */
+        assert_int_equal(agents_after_crash(fx, "crash1"), 20);
+        insert_agents(fx->store, "b", 20);
+        assert_int_equal(file_size(wal), want);
+        assert_int_equal(agents_after_crash(fx, "crash2"), 40);
+
+        /* Long enough already: nothing to add.  Longer than the cap: up to the cap. */
+        assert_int_equal(store_prewrite_wal(fx->store, 10, &added), 0);
+        assert_int_equal(added, 0);
+        assert_int_equal(file_size(wal), want);
+        assert_int_equal(store_prewrite_wal(fx->store, 1000000, &added), 0);
+        assert_int_equal(file_size(wal), STORE_WAL_PREWRITE_MAX);
+        assert_int_equal(added, STORE_WAL_PREWRITE_MAX - want);
+        insert_agents(fx->store, "c", 5);
+        assert_int_equal(agents_after_crash(fx, "crash3"), 45);
+}
+
+/* A write that fails (here over the file size limit, as on a full disk) cuts the file back to
+ * where it was and lets the write lock go. */
+static void test_prewrite_wal_failure_cuts_back(void **state)
+{
+        Fixture *fx = *state;
+        open_store(fx);
+        insert_agents(fx->store, "a", 5);
+        const char *wal = store_wal_path(fx->store);
+        int64_t before = file_size(wal);
+
+        struct rlimit old, lim;
+        assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+        lim = (struct rlimit){.rlim_cur = (rlim_t)before + 100000, .rlim_max = old.rlim_max};
+        void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+        int64_t added = -1;
+        int r = store_prewrite_wal(fx->store, 1000, &added);
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+        signal(SIGXFSZ, prev);
+
+        assert_int_equal(r, -EFBIG);
+        assert_int_equal(added, 0);
+        assert_int_equal(file_size(wal), before);
+        sql_exec(fx->db, "CREATE TABLE probe (x); DROP TABLE probe;"); /* not locked */
+        insert_agents(fx->store, "b", 5);
+        assert_int_equal(agents_after_crash(fx, "crash"), 10);
+
+        /* Inside an open batch it would commit the batch's writes: refused. */
+        assert_int_equal(store_batch_write(fx->store, true), 0);
+        assert_int_equal(store_prewrite_wal(fx->store, 1000, &added), -EBUSY);
+        assert_int_equal(store_batch_commit(fx->store), 0);
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -560,6 +687,8 @@ int main(void)
                 T(test_state_and_wanted),
                 T(test_destroy_tombstone_purge),
                 T(test_crash_counts),
+                T(test_prewrite_wal),
+                T(test_prewrite_wal_failure_cuts_back),
         };
         return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
