@@ -195,7 +195,7 @@ static void daemon_wal_upkeep(Daemon *d)
 
 /* The WAL grows to about WAL_FORCE_FRAMES under a load that never pauses, and keeps that
  * length (sqlite writes it from its start again after a restart); until then every flush
- * also writes the file's new size.  Pre-writing that length at start-up (about 20 MiB, 30 ms
+ * also writes the file's new size.  Pre-writing that length at start-up (about 20 MiB, 30-45 ms
  * on the benchmark's disk) makes those flushes the cheaper kind from the first send. */
 static void daemon_prewrite_wal(Daemon *d)
 {
